@@ -1,0 +1,48 @@
+# Two commands for a new user (see README): `make book` sets up and builds the book, executing every
+# chapter; `make test` runs every test. Both create the virtual environment on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+# Chapters run on the CPU in tests so that a GPU host's warnings never become cell output;
+# an inherited MPLBACKEND=Agg would make every figure vanish from the book.
+RUN := env -u MPLBACKEND JAX_PLATFORMS=cpu PYTHONHASHSEED=0
+
+.PHONY: setup book test unit nbval notebooks benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# A clean build: the execution cache cannot see edits to companion/, so never reuse _build.
+book: $(STAMP)
+	rm -rf _build
+	$(RUN) $(BIN)/jupyter-book build -W -n --keep-going .
+	@echo "The book is in _build/html/index.html"
+
+# Every test: the strict book build, then unit tests, reference-notebook sync checks and nbval.
+test: book
+	$(RUN) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
+
+unit: $(STAMP)
+	$(RUN) $(BIN)/python -m pytest -q tests
+
+nbval: $(STAMP)
+	$(RUN) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg book
+
+# Regenerate the committed reference notebooks from the chapter sources (all, or CHAPTERS="...").
+notebooks: $(STAMP)
+	$(RUN) $(BIN)/python tests/regenerate.py $(CHAPTERS)
+
+benchmark: $(STAMP)
+	$(RUN) $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf _build

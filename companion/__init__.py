@@ -1,0 +1,79 @@
+"""companion: the computations behind the literate companion to Ren, Nichani, Wu & Lee (2025),
+"Emergence and Scaling Laws in SGD Learning of Shallow Neural Networks" (arXiv 2504.19983).
+
+The package computes; the book's chapters tell the story. Nothing here prints or plots on its own.
+
+JAX configuration is fixed here, in code, so that every chapter, test and command line run sees
+the same random streams: 64-bit types are *available* (``dtype="float64"`` on request) while every
+constructor defaults to float32, and the threefry PRNG is partitionable.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_threefry_partitionable", True)
+
+from companion.config import PRESETS, ModelConfig  # noqa: E402
+from companion.hermite import (  # noqa: E402
+    Activation,
+    activation_from_callable,
+    activation_from_coefficients,
+    get_activation,
+    hermite,
+    hermite_activation,
+    hermite_coefficients,
+    hermite_derivative,
+    hermite_stack,
+)
+from companion.loss import (  # noqa: E402
+    monte_carlo_loss,
+    population_gradient,
+    population_loss,
+    residual_loss,
+)
+from companion.student import (  # noqa: E402
+    init_student,
+    norms_sq,
+    overlaps,
+    student_holding,
+    student_output,
+    unit_directions,
+)
+from companion.teacher import (  # noqa: E402
+    Teacher,
+    condition_number,
+    make_teacher,
+    power_law_coefficients,
+    sample,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "ModelConfig",
+    "PRESETS",
+    "Teacher",
+    "activation_from_callable",
+    "activation_from_coefficients",
+    "condition_number",
+    "get_activation",
+    "hermite",
+    "hermite_activation",
+    "hermite_coefficients",
+    "hermite_derivative",
+    "hermite_stack",
+    "init_student",
+    "make_teacher",
+    "monte_carlo_loss",
+    "norms_sq",
+    "overlaps",
+    "population_gradient",
+    "population_loss",
+    "power_law_coefficients",
+    "residual_loss",
+    "sample",
+    "student_holding",
+    "student_output",
+    "unit_directions",
+]

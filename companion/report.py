@@ -1,0 +1,39 @@
+"""Small formatting helpers for chapters: they return strings, never print."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A float rounded to ``digits`` significant digits, stable across machines for display."""
+    return f"{float(value):.{digits}g}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: int = 4) -> str:
+    """A Markdown table; floats are shown with ``digits`` significant digits.
+
+    Display it in a chapter with ``IPython.display.Markdown(markdown_table(...))``.
+    """
+    def cell(x):
+        if isinstance(x, float):
+            return fmt(x, digits)
+        return str(x)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bound(value: float) -> str:
+    """The smallest power of ten at or above ``|value|``, as text (``9.7e-11 -> "1e-10"``).
+
+    Round-off-sized errors differ in their digits between machines; the bound does not (unless the
+    error crosses a power of ten), so chapters report such errors as "below {bound}".
+    """
+    import math
+
+    value = abs(float(value))
+    if value == 0.0:
+        return "0"
+    return f"1e{math.ceil(math.log10(value)):d}"

@@ -1,0 +1,150 @@
+r"""The teacher: an additive model of single-index features with power-law weights.
+
+.. math::
+    f_*(x) = \sum_{p=1}^{P} a_p\, \sigma(\langle v_p^*, x\rangle), \qquad x \sim N(0, I_d),
+
+with orthonormal directions :math:`v_p^*` and, in the power-law case,
+:math:`a_p = p^{-\beta} / Z_P`, :math:`Z_P = (\sum_{q\le P} q^{-2\beta})^{1/2}`, so that
+:math:`\sum_p a_p^2 = 1`. The condition number is :math:`\kappa = a_1 / a_P`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from companion._validate import require_finite_array, require_int, require_real, warn
+from companion.hermite import Activation, check_even, get_activation
+
+
+def power_law_coefficients(P: int, beta: float, normalize: bool = True) -> np.ndarray:
+    r"""Power-law second-layer weights :math:`a_p \propto p^{-\beta}`, :math:`p = 1..P`.
+
+    Args:
+        P: number of teacher directions (>= 1).
+        beta: decay exponent :math:`\beta \ge 0`. For :math:`\beta \le 1/2` the weights are not
+            square-summable as :math:`P\to\infty` (the total loss diverges with P); this is allowed,
+            with a warning, for finite P.
+        normalize: divide by :math:`Z_P` so that :math:`\sum_p a_p^2 = 1` (the paper's convention).
+    Returns:
+        float64 array of shape (P,), decreasing.
+    """
+    P = require_int("P", P, 1)
+    beta = require_real("beta", beta, low=0.0, why=" (a negative beta makes the weights grow with p)")
+    if beta <= 0.5:
+        warn(
+            f"beta = {beta} <= 1/2: sum_p p^(-2 beta) diverges as P -> infinity, so the loss is not "
+            "square-summable and no scaling law in P exists; fine for this finite P"
+        )
+    a = np.arange(1, P + 1, dtype=np.float64) ** (-beta)
+    return a / np.sqrt(np.sum(a**2)) if normalize else a
+
+
+def condition_number(coefficients) -> float:
+    r""":math:`\kappa = a_{\max} / a_{\min}` (:math:`= a_1 / a_P = P^\beta` for the power law)."""
+    a = np.asarray(coefficients, dtype=np.float64)
+    return float(a.max() / a.min())
+
+
+class Teacher(eqx.Module):
+    r"""The additive teacher :math:`f_*(x) = \sum_p a_p \sigma(\langle v^*_p, x\rangle)` (a pytree).
+
+    Attributes:
+        coefficients: :math:`a`, shape (P,).
+        directions: :math:`V^*` with rows :math:`v^*_p`, shape (P, d), orthonormal rows.
+        second_moment: :math:`\mathbb E[f_*(x)^2] = a^\top \kappa_\sigma(V^* V^{*\top}) a`, a scalar
+            computed once at construction (the loss needs it every call).
+        activation: :math:`\sigma` (static).
+    """
+
+    coefficients: Float[Array, " P"]
+    directions: Float[Array, "P d"]
+    second_moment: Float[Array, ""]
+    activation: Activation = eqx.field(static=True)
+
+    @property
+    def d(self) -> int:
+        return self.directions.shape[1]
+
+    @property
+    def P(self) -> int:
+        return self.directions.shape[0]
+
+    def __call__(self, x: Float[Array, "n d"]) -> Float[Array, " n"]:
+        r""":math:`f_*(x)` for a batch of inputs, shape (n, d) -> (n,)."""
+        return self.activation(x @ self.directions.T) @ self.coefficients
+
+
+def _orthonormal_frame(key, P: int, d: int, dtype) -> jax.Array:
+    """P orthonormal rows in R^d, Haar-distributed (QR of a Gaussian matrix, signs fixed)."""
+    gaussian = jax.random.normal(key, (d, P), dtype=jnp.float64)
+    q, r = jnp.linalg.qr(gaussian)
+    q = q * jnp.sign(jnp.diagonal(r))  # makes the frame Haar-distributed, not just orthonormal
+    return q.T.astype(dtype)
+
+
+def make_teacher(
+    d: int,
+    P: int,
+    beta: float | None = None,
+    coefficients: Sequence[float] | None = None,
+    activation="h4",
+    directions: str = "axes",
+    key: jax.Array | None = None,
+    dtype="float32",
+) -> Teacher:
+    r"""Build the teacher :math:`f_*`.
+
+    Args:
+        d: input dimension (>= 1).
+        P: number of orthonormal directions, :math:`1 \le P \le d`.
+        beta: power-law exponent; gives :math:`a_p = p^{-\beta}/Z_P`. Exactly one of ``beta``
+            and ``coefficients`` must be given.
+        coefficients: user-given :math:`a_p \ge 0`, shape (P,), used as they are.
+        activation: anything :func:`companion.hermite.get_activation` accepts.
+        directions: ``"axes"`` (:math:`v_p^* = e_p`; no loss of generality, since the student's
+            initialization is rotation invariant) or ``"random"`` (a Haar frame drawn from ``key``).
+        key: PRNG key, required for ``directions="random"``.
+        dtype: ``"float32"`` (default) or ``"float64"``.
+    """
+    d = require_int("d", d, 1)
+    P = require_int("P", P, 1, d, why=f" (P orthonormal directions need P <= d = {d})")
+    dtype = jnp.dtype(dtype)
+    if (beta is None) == (coefficients is None):
+        raise ValueError("make_teacher: give exactly one of beta (power law) or coefficients")
+    if beta is not None:
+        a = power_law_coefficients(P, beta)
+    else:
+        a = require_finite_array("coefficients", np.asarray(coefficients, dtype=np.float64))
+        if a.shape != (P,):
+            raise ValueError(f"coefficients must have shape (P,) = ({P},), got {a.shape}")
+        if np.any(a < 0) or not np.any(a > 0):
+            raise ValueError(
+                "coefficients must be >= 0 and not all zero: the 2-homogeneous student's output "
+                "weights ||v||^2 are non-negative, so it cannot match a negative a_p"
+            )
+    act = get_activation(activation)
+    check_even(act, "make_teacher")
+    if directions == "axes":
+        frame = jnp.eye(P, d, dtype=dtype)
+    elif directions == "random":
+        if key is None:
+            raise ValueError("make_teacher: directions='random' needs a PRNG key (key=jax.random.key(...))")
+        frame = _orthonormal_frame(key, P, d, dtype)
+    else:
+        raise ValueError(f"directions must be 'axes' or 'random', got {directions!r}")
+    gram = np.asarray(frame, dtype=np.float64) @ np.asarray(frame, dtype=np.float64).T
+    moment = a @ np.asarray(act.kernel(gram)) @ a
+    return Teacher(jnp.asarray(a, dtype), frame, jnp.asarray(moment, dtype), act)
+
+
+def sample(key: jax.Array, teacher: Teacher, n: int) -> tuple[Float[Array, "n d"], Float[Array, " n"]]:
+    r"""Draw n fresh samples :math:`x_i \sim N(0, I_d)`, :math:`y_i = f_*(x_i)` (noiseless labels)."""
+    n = require_int("n", n, 1)
+    x = jax.random.normal(key, (n, teacher.d), dtype=teacher.directions.dtype)
+    return x, teacher(x)
