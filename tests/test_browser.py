@@ -1,0 +1,32 @@
+"""Every built page renders for a reader: math typeset, figures present, links alive, no tracebacks.
+
+Runs tests/browser.py against _build/html (made by `make book`, which `make test` runs first).
+Skips, saying why, when Chromium or the built book is missing.
+"""
+
+import pytest
+
+import browser
+
+
+def test_pages_render_in_a_browser(tmp_path, capsys):
+    if browser.find_chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); the browser check did not run")
+    if not (browser.ROOT / "_build" / "html" / "book").is_dir():
+        pytest.skip("no built book in _build/html: run `make book` first")
+    code = browser.main([])
+    report = capsys.readouterr().out
+    assert code == 0, report
+    assert "FAIL" not in report
+
+
+def test_checker_flags_raw_tex_and_tracebacks():
+    page = (
+        '<html><body><main><span class="math">\\(x^2\\)</span>'
+        "<pre>Traceback (most recent call last):</pre><p>| a |\n|---|</p><a href='#nowhere'>x</a></main></body></html>"
+    )
+    problems = browser.check_page(page, "http://127.0.0.1:1/book/x.html", "http://127.0.0.1:1/")
+    assert any("unrendered math" in p for p in problems)
+    assert any("traceback" in p for p in problems)
+    assert any("broken anchor" in p for p in problems)
+    assert any("Markdown table" in p for p in problems)
