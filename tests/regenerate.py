@@ -43,6 +43,8 @@ def regenerate(source: Path, timeout: int = 1200) -> float:
     notebook = jupytext.read(source)
     notebook.metadata.pop("jupytext", None)
     notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    for i, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{i}"  # stable ids: a regeneration's diff shows only real changes
     start = time.perf_counter()
     NotebookClient(
         notebook, timeout=timeout, kernel_name="python3", record_timing=False,
