@@ -38,13 +38,13 @@ What this module provides:
 1/2). From a record it is interpolated between the two record times that bracket the crossing,
 linearly in :math:`\log t` (see :func:`crossing_time`); the theoretical predictors return the
 time at which *their* :math:`\bar v_{k,p}^2` reaches the same threshold.
-:func:`decoupled_blowup_time` (the paper's :math:`T = 1/(8 a \bar v^2(0))` for :math:`h_4`) is the
-limit of that time for a small threshold-independent start, and is kept for the greedy ordering.
+:func:`decoupled_blowup_time` (the paper's :math:`T = 1/(8 a \bar v^2(0))` for :math:`h_4`) is what
+the leading-order crossing time of any fixed threshold tends to, relative to T, as
+:math:`\bar v^2(0)\to 0`; it orders the greedy selection.
 """
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import NamedTuple
 
@@ -53,10 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from companion._validate import require_finite_array, require_int, require_real
+from companion._validate import require_finite_array, require_int, require_real, warn
 from companion.hermite import Activation
 from companion.loss import population_loss
-from companion.student import _safe_norm
+from companion.student import _safe_norm, overlaps
 from companion.teacher import Teacher
 
 
@@ -65,7 +65,7 @@ from companion.teacher import Teacher
 # ----------------------------------------------------------------------------------------------
 
 
-def vector_field(V: Float[Array, "m d"], teacher: Teacher) -> Float[Array, "m d"]:
+def vector_field(V: Float[Array, "m d"], teacher: Teacher, axes: bool = False) -> Float[Array, "m d"]:
     r"""Exact population gradient-flow field :math:`\dot V = -\nabla_V L(V)`, shape (m, d).
 
     With :math:`r_k = \|v_k\|` and the :math:`D_k, g_k` of the module docstring,
@@ -83,6 +83,10 @@ def vector_field(V: Float[Array, "m d"], teacher: Teacher) -> Float[Array, "m d"
     :math:`\kappa'(G)\,\mathrm{diag}(w)\,\bar V` (:math:`4m^2d` FLOPs), plus the same two with the
     teacher (:math:`4mPd`), about 1.5x cheaper than ``jax.grad`` of the closed-form loss. Equals
     ``-population_gradient(V, teacher)`` to round-off (tested in float64). Jit-compatible.
+
+    ``axes=True`` promises that the teacher directions are :math:`e_1..e_P` (``directions="axes"``,
+    checked by the integrators before they use it): then :math:`C` is the first P columns of
+    :math:`\bar V` and the teacher products cost nothing, which halves the cost when P = m.
     """
     w = jnp.sum(V * V, axis=-1)
     r = _safe_norm(V)
@@ -90,10 +94,13 @@ def vector_field(V: Float[Array, "m d"], teacher: Teacher) -> Float[Array, "m d"
     act = teacher.activation
     a = teacher.coefficients.astype(V.dtype)
     star = teacher.directions.astype(V.dtype)
-    C = unit @ star.T
+    P, d = star.shape
+    C = unit[:, :P] if axes else unit @ star.T
     # Round-off can push a self-overlap past 1; kappa is a polynomial, so only accuracy is at stake.
     G = jnp.clip(unit @ unit.T, -1.0, 1.0)
-    D = (act.kernel_derivative(C) * a) @ star - (act.kernel_derivative(G) * w) @ unit
+    drive = act.kernel_derivative(C) * a
+    drive = jnp.pad(drive, ((0, 0), (0, d - P))) if axes else drive @ star
+    D = drive - (act.kernel_derivative(G) * w) @ unit
     g = act.kernel(C) @ a - act.kernel(G) @ w
     radial = jnp.sum(unit * D, axis=-1)
     return (2.0 * g - radial)[:, None] * V + r[:, None] * D
@@ -107,15 +114,10 @@ def _cast_teacher(teacher: Teacher, dtype) -> Teacher:
 def _summaries(V, teacher: Teacher):
     """What a record keeps at one time: overlaps (m, P), norms² (m,), closed-form loss ()."""
     return (
-        unit_overlaps(V, teacher),
+        overlaps(V, teacher),
         jnp.sum(V * V, axis=-1),
         population_loss(V, teacher),
     )
-
-
-def unit_overlaps(V, teacher: Teacher):
-    r""":math:`\bar v_{k,p} = \langle\bar v_k, v^*_p\rangle`, shape (m, P) (a zero row gives zeros)."""
-    return (V / _safe_norm(V)[:, None]) @ teacher.directions.astype(V.dtype).T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,11 +223,17 @@ def stability_step(teacher: Teacher) -> float:
     :math:`dt < 1/(2\kappa(1)a_p)`. Accurate escape times need a few times less (see the chapter).
     """
     a_max = float(np.max(np.asarray(teacher.coefficients, dtype=np.float64)))
-    return 1.0 / (2.0 * teacher.activation.kernel(1.0) * a_max)
+    return 1.0 / (2.0 * float(teacher.activation.kernel(1.0)) * a_max)
 
 
-@partial(jax.jit, static_argnames=())
-def _euler_scan(V0, teacher: Teacher, counts, steps, bound):
+def _is_axes(teacher: Teacher) -> bool:
+    """Whether the teacher directions are exactly e_1..e_P (then the fast path of vector_field applies)."""
+    directions = np.asarray(teacher.directions)
+    return bool(np.array_equal(directions, np.eye(*directions.shape, dtype=directions.dtype)))
+
+
+@partial(jax.jit, static_argnames="axes")
+def _euler_scan(V0, teacher: Teacher, counts, steps, bound, axes: bool):
     """Euler over consecutive record intervals: interval j takes counts[j] steps of size steps[j]."""
 
     def advance(carry, interval):
@@ -238,7 +246,7 @@ def _euler_scan(V0, teacher: Teacher, counts, steps, bound):
 
         def one_step(state):
             i, V, _ = state
-            V = V + h * vector_field(V, teacher)
+            V = V + h * vector_field(V, teacher, axes)
             w_max = jnp.max(jnp.sum(V * V, axis=-1))
             # NaN compares False, so a NaN norm is caught too.
             return i + 1, V, ~(w_max <= bound)
@@ -284,23 +292,29 @@ def euler_flow(
     V0 = _check_state(V0, teacher)
     bound = _default_norm_bound(V0, teacher) if max_norm_sq is None else require_real("max_norm_sq", max_norm_sq, low=0.0, low_open=True)
     teacher_c = _cast_teacher(teacher, V0.dtype)
+    limit = stability_step(teacher)
+    if dt >= limit:
+        warn(
+            f"euler_flow: dt = {dt:g} >= 1/(2 kappa(1) a_max) = {limit:.3g}: a learned neuron's norm is "
+            "linearly unstable under this Euler step (it oscillates around a_p or blows up)"
+        )
     widths = np.diff(np.concatenate([[0.0], times]))
     # The 1e-9 slack keeps an interval that is a multiple of dt up to round-off from gaining a step.
     counts = np.ceil(widths / dt - 1e-9).astype(np.int64)
     counts[widths > 0] = np.maximum(counts[widths > 0], 1)
     steps = np.where(counts > 0, widths / np.maximum(counts, 1), 0.0)
     V, (C, w, loss), done, bad = _euler_scan(
-        V0, teacher_c, jnp.asarray(counts), jnp.asarray(steps, V0.dtype), jnp.asarray(bound, V0.dtype)
+        V0, teacher_c, jnp.asarray(counts), jnp.asarray(steps, V0.dtype), jnp.asarray(bound, V0.dtype),
+        axes=_is_axes(teacher),
     )
     bad = np.asarray(bad)
     if bad.any():
         j = int(np.argmax(bad))
         t_bad = float((times[j - 1] if j else 0.0) + int(done[j]) * steps[j])
-        limit = stability_step(teacher)
         raise BlowUpError(
             f"euler_flow blew up at t = {t_bad:.6g} (Euler step {int(np.sum(np.asarray(done)[: j + 1]))}): the "
             f"state became non-finite or a norm^2 exceeded {bound:.3g}. dt = {dt:g} is too large; try "
-            f"dt = {dt / 4:g} (a learned neuron's norm is linearly stable only for dt < "
+            f"dt = {min(dt / 2, limit / 4):.3g} (a learned neuron's norm is linearly stable only for dt < "
             f"1/(2 kappa(1) a_max) = {limit:.3g}, and accurate escape times need several times less)",
             time=t_bad,
         )
@@ -309,7 +323,7 @@ def euler_flow(
         overlaps=np.asarray(C),
         norms_sq=np.asarray(w),
         loss=np.asarray(loss),
-        initial_overlaps=np.asarray(unit_overlaps(V0, teacher_c)),
+        initial_overlaps=np.asarray(overlaps(V0, teacher_c)),
         initial_norms_sq=np.asarray(jnp.sum(V0 * V0, axis=-1)),
         final_state=np.asarray(V),
         steps=int(np.sum(counts)),
@@ -346,8 +360,9 @@ def reference_flow(
     max_steps = require_int("max_steps", max_steps, 1)
     V0 = _check_state(V0, teacher)
     teacher_c = _cast_teacher(teacher, V0.dtype)
+    axes = _is_axes(teacher)
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: vector_field(y, args)),
+        diffrax.ODETerm(lambda t, y, args: vector_field(y, args, axes)),
         diffrax.Tsit5(),
         t0=0.0,
         t1=float(times[-1]),
@@ -365,20 +380,22 @@ def reference_flow(
         throw=False,
     )
     (C, w, loss), V1 = jax.tree_util.tree_map(np.asarray, solution.ys)
-    if solution.result != diffrax.RESULTS.successful or not np.all(np.isfinite(w)):
-        finite = np.all(np.isfinite(w), axis=1)
-        t_bad = float(times[int(np.argmin(finite))]) if not finite.all() else float("nan")
-        raise BlowUpError(
-            f"reference_flow failed ({solution.result}); first non-finite record at t = {t_bad:.6g}. "
-            "Raise max_steps or loosen rtol/atol if the solver ran out of steps",
-            time=t_bad,
+    finite = np.all(np.isfinite(w), axis=1) & np.isfinite(loss)
+    if solution.result != diffrax.RESULTS.successful:
+        reached = float(times[finite][-1]) if finite.any() else 0.0
+        raise RuntimeError(
+            f"reference_flow: diffrax stopped early ({solution.result}) after the record at t = "
+            f"{reached:.6g}; raise max_steps (now {max_steps}) or loosen rtol/atol"
         )
+    if not finite.all():
+        t_bad = float(times[int(np.argmin(finite))])
+        raise BlowUpError(f"reference_flow: the solution became non-finite by t = {t_bad:.6g}", time=t_bad)
     return Trajectory(
         times=times,
         overlaps=C,
         norms_sq=w,
         loss=loss,
-        initial_overlaps=np.asarray(unit_overlaps(V0, teacher_c)),
+        initial_overlaps=np.asarray(overlaps(V0, teacher_c)),
         initial_norms_sq=np.asarray(jnp.sum(V0 * V0, axis=-1)),
         final_state=V1[-1],
         steps=int(solution.stats["num_accepted_steps"]),
@@ -560,9 +577,211 @@ def logistic_time(w0, a, fraction: float = 0.9, second_moment: float = 1.0) -> n
     r"""Time for the logistic norm to go from :math:`w_0` to ``fraction`` · :math:`a_p`.
 
     :math:`t = \log\big[f(a_p - w_0)/(w_0(1 - f))\big] / (4\kappa(1)a_p)`, with f the fraction
-    (in (0, 1)); negative if :math:`w_0` already exceeds :math:`f a_p`.
+    (in (0, 1)); negative if :math:`w_0` already exceeds :math:`f a_p` (needs :math:`w_0 < a_p`).
     """
     fraction = require_real("fraction", fraction, low=0.0, high=1.0, low_open=True, high_open=True)
     second_moment = require_real("second_moment", second_moment, low=0.0, low_open=True)
     w0, a = _check_positive("w0", w0), _check_positive("a", a)
     return np.log(fraction * (a - w0) / (w0 * (1.0 - fraction))) / (4.0 * second_moment * a)
+
+
+# ----------------------------------------------------------------------------------------------
+# A refined escape-time predictor: one neuron's own direction flow, with deflation
+# ----------------------------------------------------------------------------------------------
+
+
+def reduced_direction_field(c, coefficients, activation: Activation):
+    r"""Direction flow of a lone neuron in teacher coordinates, :math:`\dot c`, shape (P,).
+
+    For a single neuron with :math:`c_p = \langle\bar v, v_p^*\rangle` and no other student, the
+    direction equation :math:`\dot{\bar v} = (I - \bar v\bar v^\top)\sum_p a_p\kappa'(c_p)v_p^*`
+    closes on the P overlaps (the part of :math:`\bar v` orthogonal to the teacher span only
+    carries the remaining norm :math:`1 - \|c\|^2`):
+
+    .. math::
+        \dot c_p = a_p\,\kappa'(c_p) - c_p \sum_q a_q\, c_q\,\kappa'(c_q).
+
+    For :math:`h_4` and :math:`s_p = c_p^2` this is
+    :math:`\dot s_p = 8a_ps_p^2 - 8s_p\sum_q a_q s_q^2`: the leading-order term, its own
+    saturation :math:`-8a_ps_p^3` and the pull of every other teacher direction
+    :math:`-8s_p\sum_{q\ne p}a_qs_q^2`. Jit-compatible (JAX arrays in, JAX arrays out).
+    """
+    slope = activation.kernel_derivative(c)
+    return coefficients * slope - c * jnp.sum(coefficients * c * slope)
+
+
+def _logistic(tau, w0, a, kappa1):
+    # logistic_norm for JAX arrays; tau >= 0.
+    return a * w0 / (w0 + (a - w0) * jnp.exp(-4.0 * kappa1 * a * tau))
+
+
+def _reduced_rhs(t, c, w, a, activation, escaped_at, escape_norm, kappa1):
+    r"""(ċ, ẇ) of the winner with deflated coefficients :math:`a_r - \hat w_r(t)`."""
+    tau = jnp.maximum(t - escaped_at, 0.0)
+    held = jnp.where(t >= escaped_at, _logistic(tau, escape_norm, a, kappa1), 0.0)
+    a_eff = a - held
+    dc = reduced_direction_field(c, a_eff, activation)
+    dw = 4.0 * w * (jnp.sum(a_eff * activation.kernel(c)) - kappa1 * w)
+    return dc, dw
+
+
+@partial(jax.jit, static_argnames=("activation", "threshold", "resolution", "cap"))
+def _refined_scan(C0, W0, a, students, teachers, horizons, activation, threshold, resolution, cap):
+    """Greedy-order scan: integrate each winner's (c, w) by RK4 until c_q^2 >= threshold."""
+    kappa1 = activation.kernel(1.0)
+
+    def stage(carry, x):
+        escaped_at, escape_norm = carry
+        k, q, horizon = x
+        h = horizon / resolution
+
+        def rhs(t, c, w):
+            return _reduced_rhs(t, c, w, a, activation, escaped_at, escape_norm, kappa1)
+
+        def rk4(state):
+            i, t, c, w, _, _ = state
+            k1 = rhs(t, c, w)
+            k2 = rhs(t + h / 2, c + h / 2 * k1[0], w + h / 2 * k1[1])
+            k3 = rhs(t + h / 2, c + h / 2 * k2[0], w + h / 2 * k2[1])
+            k4 = rhs(t + h, c + h * k3[0], w + h * k3[1])
+            c_new = c + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+            w_new = w + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+            return i + 1, t + h, c_new, w_new, t, c[q] ** 2
+
+        def below(state):
+            i, _, c, _, _, _ = state
+            return (c[q] ** 2 < threshold) & (i < cap * resolution)
+
+        c0 = C0[k]
+        start = (jnp.zeros((), jnp.int32), jnp.zeros((), a.dtype), c0, W0[k], jnp.zeros((), a.dtype), c0[q] ** 2)
+        i, t, c, w, t_prev, s_prev = jax.lax.while_loop(below, rk4, start)
+        s = c[q] ** 2
+        # Linear interpolation inside the last step (the step is ~1/resolution of the time scale).
+        fraction = jnp.where(s > s_prev, (threshold - s_prev) / (s - s_prev), 1.0)
+        crossing = jnp.where(i == 0, 0.0, t_prev + jnp.clip(fraction, 0.0, 1.0) * (t - t_prev))
+        crossing = jnp.where(s >= threshold, crossing, jnp.inf)
+        escaped_at = escaped_at.at[q].set(crossing)
+        escape_norm = escape_norm.at[q].set(w)
+        return (escaped_at, escape_norm), (crossing, w)
+
+    P = a.shape[0]
+    init = (jnp.full((P,), jnp.inf, a.dtype), jnp.zeros((P,), a.dtype))
+    _, (crossings, norms) = jax.lax.scan(stage, init, (students, teachers, horizons))
+    return crossings, norms
+
+
+def refined_escape_times(
+    initial_overlaps,
+    initial_norms_sq,
+    coefficients,
+    activation: Activation,
+    students,
+    teachers,
+    threshold: float = 0.5,
+    resolution: int = 2000,
+    cap: float = 10.0,
+) -> np.ndarray:
+    r"""Refined escape times: each winner's own P-dimensional direction flow, with deflation.
+
+    The pairs :math:`(k_s, q_s)` are taken in the given (predicted) learning order, normally the
+    greedy selection's. For stage s, the winner's overlaps :math:`c = \bar v_{k_s,\cdot}` with all
+    P teacher directions and its norm :math:`w` solve
+
+    .. math::
+        \dot c_p = \tilde a_p\,\kappa'(c_p) - c_p\sum_r \tilde a_r c_r\kappa'(c_r), \qquad
+        \dot w = 4w\Big(\sum_r \tilde a_r\,\kappa(c_r) - \kappa(1)\,w\Big),
+
+    from :math:`c(0) = \bar v_{k_s}(0)`, :math:`w(0) = \|v_{k_s}(0)\|^2`, with *deflated*
+    coefficients :math:`\tilde a_r(t) = a_r - \hat w_r(t)`. Here :math:`\hat w_r(t)` is the norm of
+    the neuron holding r: 0 before that pair's predicted escape :math:`\hat T_r` (an earlier stage),
+    then logistic (:func:`logistic_norm`) from its norm at :math:`\hat T_r` up to :math:`a_r`. A
+    neuron sitting on :math:`v_r^*` with norm :math:`w_r` enters every other neuron's direction and
+    norm equations exactly as :math:`-w_r` added to :math:`a_r`, so this is the exact lone-neuron
+    flow under the teacher *minus the already learned directions*; it drops only the interaction
+    with the small-norm, unaligned students. The predicted time is the first time
+    :math:`c_{q_s}^2` reaches ``threshold`` — the definition of :func:`crossing_time`.
+
+    Relative to the leading-order blow-up time it adds the neuron's saturation (:math:`1-s`) and
+    the pull of every other teacher direction until that direction is learned.
+
+    Integration: classical RK4 with step :math:`T_{kq}/\text{resolution}`, :math:`T_{kq}` the
+    leading-order blow-up time of the pair, stopped at the crossing (linear interpolation in the
+    last step) or after ``cap`` · :math:`T_{kq}` (then ``inf``). One jitted scan over the stages.
+
+    Args:
+        initial_overlaps: :math:`\bar v_{k,p}(0)`, shape (m, P).
+        initial_norms_sq: :math:`\|v_k(0)\|^2`, shape (m,).
+        coefficients: :math:`a`, shape (P,).
+        activation: :math:`\sigma` (information exponent >= 3).
+        students, teachers: the pairs in learning order, shape (n,) each
+            (``Selection.students``, ``Selection.teachers``).
+        threshold: the escape level of :math:`\bar v^2`, in (0, 1).
+        resolution: RK4 steps per leading-order time scale (>= 10).
+        cap: give up after this many leading-order times (> 1).
+    Returns:
+        float64 array of shape (n,): predicted escape times in the given order.
+    """
+    C0 = require_finite_array("initial_overlaps", np.asarray(initial_overlaps, dtype=np.float64))
+    W0 = require_finite_array("initial_norms_sq", np.asarray(initial_norms_sq, dtype=np.float64))
+    a = require_finite_array("coefficients", np.asarray(coefficients, dtype=np.float64))
+    if C0.ndim != 2 or W0.shape != (C0.shape[0],) or a.shape != (C0.shape[1],):
+        raise ValueError(
+            "initial_overlaps (m, P), initial_norms_sq (m,) and coefficients (P,) must agree, got "
+            f"{C0.shape}, {W0.shape}, {a.shape}"
+        )
+    students = np.asarray(students, dtype=np.int64).reshape(-1)
+    teachers = np.asarray(teachers, dtype=np.int64).reshape(-1)
+    if students.shape != teachers.shape:
+        raise ValueError(f"students and teachers must have the same length, got {students.size} and {teachers.size}")
+    if students.size and (students.min() < 0 or students.max() >= C0.shape[0]):
+        raise ValueError(f"students: indices must lie in [0, m) = [0, {C0.shape[0]})")
+    if teachers.size and (teachers.min() < 0 or teachers.max() >= C0.shape[1]):
+        raise ValueError(f"teachers: indices must lie in [0, P) = [0, {C0.shape[1]})")
+    if len(set(teachers.tolist())) != teachers.size:
+        raise ValueError("teachers: each teacher direction can be learned once, got a repeat")
+    threshold = require_real("threshold", threshold, low=0.0, high=1.0, low_open=True, high_open=True)
+    resolution = require_int("resolution", resolution, 10)
+    cap = require_real("cap", cap, low=1.0, low_open=True)
+    if activation.information_exponent < 3:
+        raise ValueError("activation: the refined predictor needs information exponent k* >= 3 (a blow-up race)")
+    if students.size == 0:
+        return np.zeros(0)
+    s0 = C0[students, teachers] ** 2
+    with np.errstate(divide="ignore"):
+        horizons = decoupled_blowup_time(np.maximum(s0, 1e-300), np.maximum(a[teachers], 1e-300), activation)
+    # A zero overlap or coefficient never escapes; give it a finite scale and let the cap say inf.
+    horizons = np.where(np.isfinite(horizons), horizons, 1.0)
+    crossings, _ = _refined_scan(
+        jnp.asarray(C0), jnp.asarray(W0), jnp.asarray(a), jnp.asarray(students), jnp.asarray(teachers),
+        jnp.asarray(horizons), activation, float(threshold), resolution, float(cap),
+    )
+    result = np.asarray(crossings, dtype=np.float64)
+    return np.where((s0 > 0) & (a[teachers] > 0), result, np.inf)
+
+
+def single_neuron_crossing_time(s0, a, activation: Activation, threshold: float = 0.5, resolution: int = 2000) -> np.ndarray:
+    r"""Time for a lone neuron with one teacher direction to reach :math:`\bar v^2 =` threshold.
+
+    The P = 1 case of :func:`reduced_direction_field`: :math:`\dot c = a\,\kappa'(c)(1 - c^2)`,
+    i.e. :math:`\dot s = 2a\sqrt s\,\kappa'(\sqrt s)(1-s)` (:math:`= 8as^2(1-s)` for :math:`h_4`).
+    For :math:`h_4` its closed form is
+    :math:`\frac1{8a}\big[\frac1{s_0} - \frac1{s_*} + \log\frac{s_*(1-s_0)}{s_0(1-s_*)}\big]`
+    with :math:`s_* =` threshold; here it is integrated numerically (RK4) for any activation.
+    Broadcasts s0 and a (both > 0) to a common shape.
+    """
+    threshold = require_real("threshold", threshold, low=0.0, high=1.0, low_open=True, high_open=True)
+    resolution = require_int("resolution", resolution, 10)
+    s0, a = np.broadcast_arrays(_check_positive("s0", s0), _check_positive("a", a))
+    horizons = decoupled_blowup_time(s0, a, activation).reshape(-1)
+    if not np.all(np.isfinite(horizons)):
+        raise ValueError("activation: the single-neuron crossing needs information exponent k* >= 3")
+
+    def one(c0, coefficient, horizon):
+        crossings, _ = _refined_scan(
+            c0.reshape(1, 1), jnp.ones((1,), c0.dtype), coefficient.reshape(1), jnp.zeros((1,), jnp.int64),
+            jnp.zeros((1,), jnp.int64), horizon.reshape(1), activation, float(threshold), resolution, 10.0,
+        )
+        return crossings[0]
+
+    out = jax.vmap(one)(jnp.asarray(np.sqrt(s0).reshape(-1)), jnp.asarray(a.reshape(-1)), jnp.asarray(horizons))
+    return np.asarray(out, dtype=np.float64).reshape(s0.shape)
