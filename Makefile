@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Chapters run on the CPU in tests so that a GPU host's warnings never become cell output;
 # an inherited MPLBACKEND=Agg would make every figure vanish from the book.
 RUN := env -u MPLBACKEND JAX_PLATFORMS=cpu PYTHONHASHSEED=0
+# The build and the tests share a results cache inside _build (made fresh by every build), so the
+# second execution of a chapter (nbval) reuses runs the build computed with the same code, and a
+# stale cache can never vouch for changed code. A user's own cache (./cache) is never touched.
+TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 
 .PHONY: setup book test unit nbval notebooks benchmark clean
 
@@ -22,24 +26,25 @@ $(STAMP): requirements.txt pyproject.toml
 # A clean build: the execution cache cannot see edits to companion/, so never reuse _build.
 book: $(STAMP)
 	rm -rf _build
-	$(RUN) $(BIN)/jupyter-book build -W -n --keep-going .
+	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
 
 # Every test: the strict book build, then unit tests, reference-notebook sync checks and nbval.
 test: book
-	$(RUN) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
+	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
 
 unit: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -q tests
 
 nbval: $(STAMP)
-	$(RUN) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
+	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg book
 
 # Regenerate the committed reference notebooks from the chapter sources (all, or CHAPTERS="...").
 notebooks: $(STAMP)
-	$(RUN) $(BIN)/python tests/regenerate.py $(CHAPTERS)
+	rm -rf _build/regenerate-cache
+	$(RUN) COMPANION_CACHE=$(CURDIR)/_build/regenerate-cache $(BIN)/python tests/regenerate.py $(CHAPTERS)
 
 benchmark: $(STAMP)
 	$(RUN) $(BIN)/python benchmarks/run.py
