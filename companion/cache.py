@@ -203,6 +203,26 @@ class Cache:
     def contains(self, config: Any, tag: str = "") -> bool:
         return self.load(config, tag) is not None
 
+    def prune(self, min_age: float = 3600.0) -> list[Path]:
+        """Delete leftovers of crashed writes older than ``min_age`` seconds: temporary files and
+        ``.npz`` files that no JSON commit mark references. Returns the deleted paths."""
+        import time
+
+        folder = self._folder()
+        if not folder.is_dir():
+            return []
+        referenced = set()
+        for json_path in folder.glob("*.json"):
+            record = self._record(json_path)
+            if isinstance(record, dict) and isinstance(record.get("npz"), str):
+                referenced.add(Path(record["npz"]).name)
+        now, removed = time.time(), []
+        for path in [*folder.glob(".*.tmp"), *folder.glob("*.npz")]:
+            if path.name not in referenced and now - path.stat().st_mtime > min_age:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
     def remove(self, config: Any, tag: str = "") -> None:
         """Delete an entry (the JSON commit mark first, so that a crash leaves no valid half)."""
         json_path = self.json_path(config, tag)
