@@ -16,11 +16,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: int
     Display it in a chapter with ``IPython.display.Markdown(markdown_table(...))``.
     """
     def cell(x):
-        if isinstance(x, float):
-            return fmt(x, digits)
-        return str(x)
+        text = fmt(x, digits) if isinstance(x, float) else str(x)
+        return text.replace("|", "\\|")  # a literal bar (|x|) must not split the cell
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ def test_bound_and_fmt():
 def test_markdown_table():
     table = markdown_table(["a", "b"], [[1, 0.5]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.5 |"]
+    assert markdown_table(["|x|"], [["|y|"]]).splitlines()[2] == "| \\|y\\| |"
 
 
 def test_superposition_counts_unlearned_terms():
