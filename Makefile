@@ -48,6 +48,7 @@ notebooks: $(STAMP)
 
 benchmark: $(STAMP)
 	$(RUN) $(BIN)/python benchmarks/run.py
+	$(RUN) $(BIN)/python benchmarks/flow.py
 
 clean:
 	rm -rf _build
