@@ -17,22 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import companion as cm
-
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def matmul_rate(n=2048):
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    return 2 * n**3 / best_of(lambda: f(a).block_until_ready(), 5)
+from run import best_of, matmul_rate  # the same roofline measurement as the SGD benchmark
 
 
 def flow_rate(d, m, P, directions, steps=20):
@@ -46,7 +31,7 @@ def flow_rate(d, m, P, directions, steps=20):
 
 
 def main():
-    roof = matmul_rate()
+    roof = matmul_rate()["roofline_flops"]
     rows = []
     for d, m, P in [(256, 128, 64), (2048, 1024, 1024)]:
         for directions in ["axes", "random"]:
