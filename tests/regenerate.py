@@ -54,11 +54,25 @@ def regenerate(source: Path, timeout: int = 1200) -> float:
     return time.perf_counter() - start
 
 
+def save_cover_picture(notebook_path: Path, target: Path) -> None:
+    """The first figure of a reference notebook, saved as a PNG (the README's picture)."""
+    import base64
+
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" in data:
+                target.write_bytes(base64.b64decode(data["image/png"]))
+                return
+
+
 def main(argv: list[str]) -> int:
     sources = [Path(a).resolve() for a in argv] or [s for s in chapters() if executable(s)]
     for source in sources:
         seconds = regenerate(source)
         print(f"{source.relative_to(ROOT)} -> {reference_path(source).name}: executed in {seconds:.1f} s")
+        if source.stem == "00_intro":
+            save_cover_picture(reference_path(source), ROOT / "book" / "_static" / "staircase.png")
     return 0
 
 
