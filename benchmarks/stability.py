@@ -5,7 +5,9 @@ bracket the edge to a factor sqrt(2) with ``companion.sgd.find_stability_edge`` 
 gradient-flow time 50), write ``benchmarks/stability.json`` after every size, and fit
 log(edge) = log C + gamma log B - alpha log d by least squares on the brackets' geometric means.
 
-Usage: python benchmarks/stability.py [--quick]   (about 30-60 min on 2 cores; --quick: d <= 128)
+Usage: python benchmarks/stability.py [--quick | --summarize]   (about 45 min on 2 cores, 21 of
+them for d = 512, B = 1; --quick: d <= 128; --summarize: refit the stored brackets only).
+Result (stability.json): every bracket contains 0.0088 B/d, i.e. edge ~ B/d, not B/d^1.5.
 """
 
 import json
@@ -30,11 +32,21 @@ def fit(rows):
     y = np.array([math.log(math.sqrt(r["stable"] * r["unstable"])) for r in rows])
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ coef
+    lo = max(r["stable"] * r["d"] / r["batch"] for r in rows)
+    hi = min(r["unstable"] * r["d"] / r["batch"] for r in rows)
     return {"C": float(math.exp(coef[0])), "batch_exponent": float(coef[1]), "d_exponent": float(coef[2]),
-            "max_abs_log_residual": float(np.max(np.abs(resid)))}
+            "max_abs_log_residual": float(np.max(np.abs(resid))),
+            # the law edge = C1 * B / d: the interval of C1 consistent with every bracket (if any)
+            "C1_consistent_with_all_brackets": [lo, hi] if lo <= hi * (1 + 1e-9) else None}
 
 
 def main():
+    if "--summarize" in sys.argv:
+        data = json.loads(OUT.read_text())
+        data["fit"] = fit(data["rows"])
+        OUT.write_text(json.dumps(data, indent=1))
+        print(json.dumps(data["fit"], indent=1))
+        return
     sizes = [s for s in SIZES if s[0] <= 128] if "--quick" in sys.argv else SIZES
     rows = json.loads(OUT.read_text())["rows"] if OUT.exists() and "--fresh" not in sys.argv else []
     done = {(r["d"], r["batch"]) for r in rows}
