@@ -125,22 +125,22 @@ def _simulate(args) -> dict:
     return summary
 
 
+#: name -> (description, "module:function"); the function takes (preset: str, progress: bool),
+#: runs the experiment through the results cache and returns a JSON-able summary.
 EXPERIMENTS = {
-    "width_sweep": "width sweep of the scaling-law chapter (loss against time, width, compute)",
+    "width_sweep": ("width sweep of the scaling-law chapter (loss against time, width, compute)",
+                    "companion.experiments:reproduce_width_sweep"),
 }
 
 
 def _reproduce(args) -> dict:
-    from companion import experiments
+    import importlib
 
     if args.experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.experiment!r}; known: {', '.join(sorted(EXPERIMENTS))}")
-    if args.experiment == "width_sweep":
-        sweep = experiments.width_sweep(args.preset)
-        result = experiments.run_width_sweep(sweep, progress=args.progress)
-        return {"experiment": args.experiment, "preset": args.preset, "runs": len(list(sweep.runs())),
-                "final_loss": result.loss[..., -1].tolist()}
-    raise AssertionError("unreachable")
+    module, function = EXPERIMENTS[args.experiment][1].split(":")
+    runner = getattr(importlib.import_module(module), function)
+    return {"experiment": args.experiment, "preset": args.preset, **runner(args.preset, args.progress)}
 
 
 def main(argv=None) -> int:

@@ -180,3 +180,10 @@ def width_sweep(preset: str = "book", **overrides) -> WidthSweep:
     if preset not in WIDTH_SWEEPS:
         raise ValueError(f"preset must be one of {sorted(WIDTH_SWEEPS)}, got {preset!r}")
     return WIDTH_SWEEPS[preset].replace(**overrides)
+
+
+def reproduce_width_sweep(preset: str, progress: bool = False) -> dict:
+    """``python -m companion reproduce width_sweep --preset ...``: run (or load) the sweep."""
+    sweep = width_sweep(preset)
+    result = run_width_sweep(sweep, progress=progress)
+    return {"runs": len(list(sweep.runs())), "final_loss": result.loss[..., -1].tolist()}
