@@ -130,6 +130,8 @@ def _simulate(args) -> dict:
 EXPERIMENTS = {
     "width_sweep": ("width sweep of the scaling-law chapter (loss against time, width, compute)",
                     "companion.experiments:reproduce_width_sweep"),
+    "unstable_lr": ("online SGD at eta ~ a_P* against eta ~ a_min, one initialization (unstable-learning-rate chapter)",
+                    "companion.unstable:reproduce_unstable"),
 }
 
 

@@ -193,6 +193,9 @@ class SGDConfig:
         seeds: number of independent runs (>= 1). Run j is exactly the run of
             ``model.replace(seed=model.seed + j)``: its own teacher frame (if random), initial
             student and data stream.
+        same_init: if True, every run starts from the teacher and initial student of
+            ``model.seed`` and only the data stream differs (run j keeps the stream of seed + j):
+            the way to measure the SGD noise around one gradient-flow trajectory.
         label_noise: standard deviation of Gaussian label noise added to every y (>= 0).
         block: steps whose samples are drawn at once (an execution detail that does not change the
             data stream; ``None`` picks :func:`_auto_block`).
@@ -208,6 +211,7 @@ class SGDConfig:
     seeds: int = 1
     label_noise: float = 0.0
     block: int | None = None
+    same_init: bool = False
     max_norm_sq: float | None = None
 
     def __post_init__(self):
@@ -218,6 +222,8 @@ class SGDConfig:
         require_int("steps", self.steps, 1)
         require_int("batch", self.batch, 1)
         require_int("seeds", self.seeds, 1)
+        if not isinstance(self.same_init, bool):
+            raise ValueError(f"same_init must be True or False, got {self.same_init!r}")
         object.__setattr__(self, "label_noise", require_real("label_noise", self.label_noise, low=0.0))
         if isinstance(self.record, (list, tuple, np.ndarray)):
             record = tuple(int(require_int("record entries", s, 0, self.steps)) for s in self.record)
@@ -746,7 +752,7 @@ def build(config: SGDConfig):
     """``(teachers, V0 (S, m, d), keys (S,))`` of every run of the configuration."""
     teachers, students, keys = [], [], []
     for model in config.seed_models():
-        teacher, V0 = model.build()
+        teacher, V0 = (config.model if config.same_init else model).build()
         teachers.append(teacher)
         students.append(V0)
         keys.append(model.keys()["data"])
@@ -867,8 +873,9 @@ STABILITY_NOTE = (
 )
 
 
-def theory_lr(model: ModelConfig, delta: float = 0.1, p_star: int | None = None, c: float | None = None) -> float:
-    r"""The theory's learning rate :math:`\eta = c\, a_{\min}\Delta^2 d^{-I}`, :math:`I = k_*/2`.
+def theory_lr(model: ModelConfig, delta: float = 0.1, p_star: int | None = None, c: float | None = None,
+              batch: int = 1) -> float:
+    r"""The theory's learning rate :math:`\eta = c\, B\, a_{\min}\Delta^2 d^{-I}`, :math:`I = k_*/2`.
 
     The paper chooses η so that SGD escape times stay within a factor :math:`1\pm\Delta` of gradient
     flow's (brief §4.6). The constant is ours, measured (:data:`THEORY_LR_NOTE`): with
@@ -885,6 +892,11 @@ def theory_lr(model: ModelConfig, delta: float = 0.1, p_star: int | None = None,
         p_star: track only the top ``p_star`` directions (:math:`a_{\min} = a_{P_*}`, the
             "unstable discretization" of the paper); default all P.
         c: the constant (default :data:`THEORY_LR_CONSTANT`).
+        batch: samples per step B. The noise a step adds is an average of B per-sample gradients,
+            so the noise per unit of gradient-flow time is :math:`\propto\eta/B` and the same
+            tracking needs :math:`\eta/B` fixed (derived; the stability edge is measured to grow
+            like B too, :func:`stability_edge`). Samples to reach a flow time t: :math:`Bt/\eta`,
+            independent of B.
     """
     delta = require_real("delta", delta, low=0.0, low_open=True)
     teacher = model.teacher()
@@ -892,7 +904,8 @@ def theory_lr(model: ModelConfig, delta: float = 0.1, p_star: int | None = None,
     p_star = a.size if p_star is None else require_int("p_star", p_star, 1, a.size)
     k = teacher.activation.information_exponent
     c = THEORY_LR_CONSTANT if c is None else require_real("c", c, low=0.0, low_open=True)
-    return float(c * a[p_star - 1] * delta**2 * model.d ** (-k / 2.0))
+    batch = require_int("batch", batch, 1)
+    return float(c * batch * a[p_star - 1] * delta**2 * model.d ** (-k / 2.0))
 
 
 def stability_edge(d: int, batch: int = 1) -> float:

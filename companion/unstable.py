@@ -1,0 +1,266 @@
+r"""The unstable-learning-rate trick: online SGD at :math:`\eta\propto a_{P_*}` instead of :math:`a_{\min}`.
+
+The theory's step size (:func:`companion.sgd.theory_lr`) is :math:`\eta = c\,B\,a_{\min}\Delta^2 d^{-I}`:
+small enough that *every* direction's escape time stays within a factor :math:`1\pm\Delta` of
+gradient flow's. Tying it to :math:`a_{P_*}` instead keeps that guarantee for the top :math:`P_*`
+directions only, and reaches them in :math:`a_{P_*}/a_{\min}` times fewer samples.
+
+One :class:`UnstableLR` experiment runs, from a single initial student, the gradient-flow reference
+and, for every :math:`P_*` in ``p_stars``, ``streams`` online-SGD runs at
+:math:`\eta_{P_*}` that differ only in their data. Everything is cached run by run
+(:func:`companion.sgd.run_sgd`, :func:`companion.experiments.run_flow`).
+
+Derived, not from the paper (see the chapter): the RMS relative deviation of direction p's escape
+time grows like :math:`\sqrt{\eta/(B a_p)}`, so at :math:`\eta_{P_*}` it is
+:math:`\Delta\sqrt{a_{P_*}/a_p}` (:func:`tracking_ratio`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from companion._validate import require_int, require_real
+from companion.cache import Cache
+from companion.config import ModelConfig
+from companion.dynamics import direction_escapes
+from companion.experiments import VERSION, FlowRun, run_flow
+from companion.sgd import SGDConfig, log_steps, run_sgd, theory_lr
+
+
+@dataclass(frozen=True)
+class UnstableLR:
+    r"""Online SGD at the learning rates :math:`\eta_{P_*} = c\,B\,a_{P_*}\Delta^2 d^{-I}`, one initialization.
+
+    Attributes:
+        model: teacher and initial student (every run starts from ``model``'s student).
+        p_stars: the :math:`P_*` values, strictly increasing in ``[1, P]``; ``P`` itself is the
+            stable rule :math:`\eta\propto a_{\min}`.
+        delta: Δ, the tracking accuracy the rule is built for (:func:`companion.sgd.theory_lr`).
+        batch: samples per step B (the rate scales with B, so samples per flow time do not).
+        streams: data streams per rate (all from the same initial student).
+        horizon: gradient-flow time :math:`t=\eta\cdot\text{steps}` every run reaches.
+        records: log-spaced record steps per run.
+        flow_dt: Euler step of the gradient-flow reference.
+    """
+
+    model: ModelConfig
+    p_stars: tuple[int, ...]
+    delta: float = 0.1
+    batch: int = 1
+    streams: int = 2
+    horizon: float = 50.0
+    records: int = 160
+    flow_dt: float = 0.01
+
+    def __post_init__(self):
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"model must be a companion.config.ModelConfig, got {type(self.model).__name__}")
+        if not self.p_stars:
+            raise ValueError("p_stars must be a non-empty tuple of integers in [1, P]")
+        for p in self.p_stars:
+            require_int("p_stars", p, 1, self.model.P, why=f" (the number of top directions, 1 <= P* <= P = {self.model.P})")
+        if tuple(sorted(set(self.p_stars))) != tuple(self.p_stars):
+            raise ValueError(f"p_stars must be strictly increasing, got {self.p_stars}")
+        require_real("delta", self.delta, low=0.0, low_open=True)
+        require_int("batch", self.batch, 1)
+        require_int("streams", self.streams, 1)
+        require_real("horizon", self.horizon, low=0.0, low_open=True)
+        require_int("records", self.records, 8)
+        require_real("flow_dt", self.flow_dt, low=0.0, low_open=True)
+
+    def replace(self, **changes) -> "UnstableLR":
+        return dataclasses.replace(self, **changes)
+
+    def rate(self, p_star: int) -> float:
+        r""":math:`\eta_{P_*} = c\,B\,a_{P_*}\Delta^2 d^{-I}` (:func:`companion.sgd.theory_lr`)."""
+        return theory_lr(self.model, self.delta, p_star=p_star, batch=self.batch)
+
+    def sgd_config(self, p_star: int) -> SGDConfig:
+        """The SGD runs at :math:`\\eta_{P_*}`: ``streams`` data streams from one initialization."""
+        lr = self.rate(p_star)
+        steps = int(math.ceil(self.horizon / lr))
+        return SGDConfig(self.model, lr=lr, steps=steps, batch=self.batch, record=log_steps(steps, self.records),
+                         seeds=self.streams, same_init=True)
+
+    def flow_run(self) -> FlowRun:
+        return FlowRun(self.model, self.horizon, dt=self.flow_dt, records=2 * self.records)
+
+
+class UnstableResult(NamedTuple):
+    r"""Arrays of an :class:`UnstableLR` experiment; K rates, S streams, P directions, R records.
+
+    Attributes:
+        p_stars: (K,); rates: (K,) the learning rates :math:`\eta_{P_*}`.
+        coefficients: (P,) the teacher's :math:`a_p` (decreasing).
+        samples: (K, R) samples seen at each record, :math:`B\cdot\text{step}`.
+        times: (K, R) gradient-flow time at each record, :math:`\eta\cdot\text{step}`.
+        loss: (K, S, R) closed-form population loss. (Fast runs have fewer distinct record
+            steps; their rows end in ``nan``.)
+        escapes: (K, S, P) gradient-flow time at which direction p's first student reached
+            overlap² 1/2 (``inf`` if none); winners: (K, S, P) that student (-1 if none).
+        flow_times, flow_loss: (R',) the gradient-flow reference from the same start.
+        flow_escapes, flow_winners: (P,) the same for the flow.
+        batch: B.
+    """
+
+    p_stars: np.ndarray
+    rates: np.ndarray
+    coefficients: np.ndarray
+    samples: np.ndarray
+    times: np.ndarray
+    loss: np.ndarray
+    escapes: np.ndarray
+    winners: np.ndarray
+    flow_times: np.ndarray
+    flow_loss: np.ndarray
+    flow_escapes: np.ndarray
+    flow_winners: np.ndarray
+    batch: int
+
+
+def run_unstable(config: UnstableLR, cache: Cache | bool | None = True, progress: bool = False) -> UnstableResult:
+    """Run (or load from the cache) the flow reference and every SGD run of ``config``.
+
+    Args:
+        config: the experiment.
+        cache: ``True`` (default cache folders), ``False``/``None`` (none), or a folder path.
+        progress: progress bars for the SGD runs.
+    """
+    if not isinstance(config, UnstableLR):
+        raise ValueError(f"config must be an UnstableLR, got {type(config).__name__}")
+    flow_cache = None
+    if cache is True:
+        flow_cache = Cache(namespace="flow", version=VERSION)
+    elif cache not in (None, False):
+        flow_cache = Cache(cache, namespace="flow", version=VERSION)
+    sgd_cache = cache if cache is not None else False
+    flow = run_flow(config.flow_run(), flow_cache)
+    a = np.asarray(config.model.teacher().coefficients, dtype=np.float64)
+    samples, times, loss, escapes, winners = [], [], [], [], []
+    for p_star in config.p_stars:
+        result = run_sgd(config.sgd_config(p_star), cache=sgd_cache, progress=progress)
+        samples.append(config.batch * result.steps.astype(np.float64))
+        times.append(result.times)
+        loss.append(result.loss)
+        pairs = [direction_escapes(result.trajectory(j)) for j in range(result.seeds)]
+        winners.append(np.stack([w for w, _ in pairs]))
+        escapes.append(np.stack([t for _, t in pairs]))
+    # Rounding leaves the fast runs fewer distinct record steps: pad the record axis with nan.
+    R = max(x.size for x in samples)
+
+    def pad(x):
+        widths = [(0, 0)] * (x.ndim - 1) + [(0, R - x.shape[-1])]
+        return np.pad(x.astype(np.float64), widths, constant_values=np.nan)
+
+    return UnstableResult(
+        np.asarray(config.p_stars), np.asarray([config.rate(p) for p in config.p_stars]), a,
+        np.stack([pad(x) for x in samples]), np.stack([pad(x) for x in times]), np.stack([pad(x) for x in loss]),
+        np.stack(escapes), np.stack(winners),
+        flow["times"], flow["loss"], flow["escapes"], flow["winners"], config.batch,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def tracking_ratio(result: UnstableResult) -> np.ndarray:
+    r""":math:`x_{P_*,p} = a_{P_*}/a_p`, shape (K, P): how far :math:`\eta_{P_*}` exceeds the rate
+    built for direction p (x ≤ 1: p is among the tracked top :math:`P_*`). The derived prediction
+    for the RMS relative deviation of p's escape time is :math:`\Delta\sqrt{x}`."""
+    a = result.coefficients
+    return a[result.p_stars - 1][:, None] / a[None, :]
+
+
+def escape_deviation(result: UnstableResult) -> tuple[np.ndarray, np.ndarray]:
+    r"""Relative deviation of SGD escape times from the flow's, and whether the same student won.
+
+    Returns:
+        ``(deviation, same_winner)``, each (K, S, P): :math:`T^{\rm SGD}_p/T^{\rm GF}_p - 1` where
+        both are finite and the same student learned p (``nan`` otherwise), and that agreement.
+    """
+    same = (result.winners == result.flow_winners[None, None, :]) & (result.flow_winners >= 0)
+    ok = same & np.isfinite(result.escapes) & np.isfinite(result.flow_escapes)[None, None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        deviation = np.where(ok, result.escapes / result.flow_escapes[None, None, :] - 1.0, np.nan)
+    return deviation, same
+
+
+def samples_to_top(result: UnstableResult) -> np.ndarray:
+    r"""Samples each run needed to learn its own top :math:`P_*` directions, shape (K, S).
+
+    The last escape among directions :math:`1..P_*`, converted to samples :math:`B\,t/\eta`
+    (``inf`` if one of them was never learned).
+    """
+    K = result.p_stars.size
+    out = np.empty((K, result.escapes.shape[1]))
+    for i, p_star in enumerate(result.p_stars):
+        last = np.max(result.escapes[i, :, :p_star], axis=1)
+        out[i] = result.batch * last / result.rates[i]
+    return out
+
+
+def samples_to_top_at(result: UnstableResult, row: int) -> np.ndarray:
+    r"""Samples the run ``row`` needed to learn the top :math:`P_*` for every :math:`P_*` in
+    ``p_stars``, shape (K, S): e.g. ``row = -1`` gives the stable rule's cost of each target."""
+    row = require_int("row", row, -result.p_stars.size, result.p_stars.size - 1)
+    out = np.empty((result.p_stars.size, result.escapes.shape[1]))
+    for i, p_star in enumerate(result.p_stars):
+        out[i] = result.batch * np.max(result.escapes[row, :, :p_star], axis=1) / result.rates[row]
+    return out
+
+
+def loss_at(result: UnstableResult, row: int, samples) -> np.ndarray:
+    r"""The stream-averaged loss of run ``row`` at the given sample counts (log-linear
+    interpolation between records; ``nan`` outside the recorded range), shape like ``samples``."""
+    row = require_int("row", row, -result.p_stars.size, result.p_stars.size - 1)
+    n = result.samples[row]
+    curve = np.mean(result.loss[row], axis=0)
+    keep = np.isfinite(n) & (n > 0)
+    x = np.log(np.asarray(samples, dtype=np.float64))
+    y = np.interp(x, np.log(n[keep]), np.log(curve[keep]), left=np.nan, right=np.nan)
+    return np.exp(y)
+
+
+def rule_points(result: UnstableResult) -> tuple[np.ndarray, np.ndarray]:
+    r"""The unstable rule's loss-vs-samples points: for each :math:`P_*`, the stream-median samples
+    :math:`n_{P_*}` its run needed to learn its top :math:`P_*`, and that run's loss there.
+    Returns ``(n, loss)``, each (K,)."""
+    n = np.median(samples_to_top(result), axis=1)
+    loss = np.array([loss_at(result, i, n[i]) if np.isfinite(n[i]) else np.nan for i in range(n.size)])
+    return n, loss
+
+
+def reproduce_unstable(preset: str, progress: bool = False) -> dict:
+    """``python -m companion reproduce unstable_lr --preset ...``: run (or load) the experiment."""
+    config = unstable_lr(preset)
+    result = run_unstable(config, progress=progress)
+    n, loss = rule_points(result)
+    return {"p_stars": result.p_stars.tolist(), "rates": result.rates.tolist(),
+            "rule_samples": n.tolist(), "rule_loss": loss.tolist()}
+
+
+#: Presets. ``book`` executes in the chapter on a 2-core CPU (d = 32, the whole range of rates
+#: below the stability edge; B = 32 with the rate scaled by B, so samples are those of B = 1).
+#: ``paper`` is the paper's teacher (d = 2048, P = 1024, h4, beta = 0.8) for a GPU, tracking the top
+#: 64 at most: the stable rule's run for all P = 1024 directions would need ~1e4 times more samples.
+UNSTABLE_PRESETS: dict[str, UnstableLR] = {
+    "test": UnstableLR(ModelConfig(d=16, P=8, m=16), p_stars=(1, 8), batch=16, streams=2, horizon=80.0, records=60),
+    "book": UnstableLR(ModelConfig(d=32, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=32, streams=8,
+                       horizon=80.0),
+    "paper": UnstableLR(ModelConfig(d=2048, P=1024, m=1024), p_stars=(1, 4, 16, 64), delta=0.5, batch=1024,
+                        streams=2, horizon=2000.0, records=200, flow_dt=0.1),
+}
+
+
+def unstable_lr(preset: str = "book", **overrides) -> UnstableLR:
+    """A preset of :class:`UnstableLR`, with fields overridden by keyword."""
+    if preset not in UNSTABLE_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(UNSTABLE_PRESETS)}, got {preset!r}")
+    return UNSTABLE_PRESETS[preset].replace(**overrides)

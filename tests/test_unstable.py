@@ -1,0 +1,103 @@
+"""The unstable-learning-rate experiment: configuration, rates, analysis on known arrays, a tiny run."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from companion import unstable as un
+from companion.__main__ import main
+from companion.config import ModelConfig
+from companion.sgd import SGDConfig, build, run_sgd, theory_lr
+
+MODEL = ModelConfig(d=16, P=8, m=16)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"p_stars": ()}, "p_stars"),
+    ({"p_stars": (0, 2)}, "p_stars"),
+    ({"p_stars": (2, 9)}, r"P\* <= P = 8"),
+    ({"p_stars": (4, 2)}, "strictly increasing"),
+    ({"delta": 0.0}, "delta"),
+    ({"batch": 0}, "batch"),
+    ({"streams": 0}, "streams"),
+    ({"horizon": -1.0}, "horizon"),
+])
+def test_bad_configuration_names_the_field(changes, match):
+    with pytest.raises(ValueError, match=match):
+        un.UnstableLR(MODEL, p_stars=(1, 8)).replace(**changes)
+
+
+def test_rates_follow_the_coefficients_and_the_batch():
+    config = un.UnstableLR(MODEL, p_stars=(1, 2, 8), batch=4)
+    a = np.asarray(MODEL.teacher().coefficients)
+    rates = np.array([config.rate(p) for p in config.p_stars])
+    np.testing.assert_allclose(rates / rates[-1], a[[0, 1, 7]] / a[7], rtol=1e-6)  # a_p is float32
+    assert rates[0] == pytest.approx(4 * theory_lr(MODEL, 0.1, p_star=1), rel=1e-12)
+    with pytest.raises(ValueError, match="batch"):
+        theory_lr(MODEL, 0.1, batch=0)
+
+
+def test_same_init_shares_the_start_but_not_the_data():
+    config = SGDConfig(MODEL, lr=1e-4, steps=50, record=(0, 50), seeds=3, same_init=True)
+    _, V0, keys = build(config)
+    assert np.array_equal(np.asarray(V0[0]), np.asarray(V0[2]))
+    data = np.asarray(jax.random.key_data(keys)).reshape(3, -1)
+    assert len({tuple(row) for row in data}) == 3
+    result = run_sgd(config, cache=False)
+    assert not np.allclose(result.final_state[0], result.final_state[1])
+    independent = build(config.replace(same_init=False))[1]
+    assert not np.array_equal(np.asarray(independent[0]), np.asarray(independent[1]))
+    with pytest.raises(ValueError, match="same_init"):
+        config.replace(same_init="yes")
+
+
+def _known_result():
+    """Two rates, two streams, three directions, hand-made escapes."""
+    a = np.array([0.8, 0.5, 0.33])
+    escapes = np.array([
+        [[1.0, 2.0, 3.0], [1.5, 2.0, np.inf]],   # rate of P* = 1
+        [[2.0, 4.0, 6.0], [2.0, 3.0, 5.0]],      # rate of P* = 3 (stable)
+    ])
+    winners = np.array([[[0, 1, 2], [0, 3, -1]], [[0, 1, 2], [0, 1, 2]]])
+    samples = np.array([[0.0, 10.0, 100.0], [0.0, 10.0, 100.0]])
+    loss = np.array([[[0.5, 0.2, 0.1], [0.5, 0.2, 0.1]], [[0.5, 0.4, 0.2], [0.5, 0.4, 0.2]]])
+    return un.UnstableResult(np.array([1, 3]), np.array([2.0, 1.0]), a, samples, samples * 0, loss, escapes,
+                             winners, np.array([0.0, 1.0]), np.array([0.5, 0.1]), np.array([2.0, 4.0, 5.0]),
+                             np.array([0, 1, 2]), 1)
+
+
+def test_analysis_on_known_arrays():
+    r = _known_result()
+    deviation, same = un.escape_deviation(r)
+    np.testing.assert_allclose(deviation[0, 0], [-0.5, -0.5, -0.4])
+    assert same[0, 1].tolist() == [True, False, False]
+    assert np.isnan(deviation[0, 1, 1]) and np.isnan(deviation[0, 1, 2])  # another winner / never learned
+    np.testing.assert_allclose(deviation[1, 1], [0.0, -0.25, 0.0])
+    np.testing.assert_allclose(un.tracking_ratio(r), [[1.0, 1.6, 0.8 / 0.33], [0.33 / 0.8, 0.33 / 0.5, 1.0]])
+    # samples to the own top P*: P* = 1 -> T_1 / eta_1; P* = 3 -> max over all three / eta_3
+    np.testing.assert_allclose(un.samples_to_top(r), [[0.5, 0.75], [6.0, 5.0]])
+    np.testing.assert_allclose(un.samples_to_top_at(r, -1), [[2.0, 2.0], [6.0, 5.0]])
+    # log-linear interpolation of the stream mean: halfway (in log n) between 10 and 100
+    assert un.loss_at(r, 0, np.sqrt(10 * 100)) == pytest.approx(np.sqrt(0.2 * 0.1))
+    assert np.isnan(un.loss_at(r, 0, 1e4))
+
+
+def test_tiny_run_learns_the_top_direction_sooner():
+    result = un.run_unstable(un.unstable_lr("test"), cache=False)
+    assert result.loss.shape[:2] == (2, 2) and result.escapes.shape == (2, 2, 8)
+    own, stable = np.median(un.samples_to_top(result)[0]), np.median(un.samples_to_top_at(result, -1)[0])
+    assert np.isfinite(own) and own < stable
+    n, loss = un.rule_points(result)
+    assert np.isfinite(n[0]) and 0.0 < loss[0] < 0.55  # the top direction's run, when it has learned a_1
+    assert np.nanmean(result.loss[-1, :, -1]) < loss[0]  # the stable rule ends lower, having learned more
+
+
+def test_presets_and_cli():
+    assert un.unstable_lr("paper").model.d == 2048
+    with pytest.raises(ValueError, match="preset must be one of"):
+        un.unstable_lr("huge")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "unstable_lr", "--preset", "huge"])
+    assert exit_info.value.code == 2
