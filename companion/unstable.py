@@ -246,16 +246,18 @@ def reproduce_unstable(preset: str, progress: bool = False) -> dict:
             "rule_samples": n.tolist(), "rule_loss": loss.tolist()}
 
 
-#: Presets. ``book`` executes in the chapter on a 2-core CPU (d = 32, the whole range of rates
-#: below the stability edge; B = 32 with the rate scaled by B, so samples are those of B = 1).
-#: ``paper`` is the paper's teacher (d = 2048, P = 1024, h4, beta = 0.8) for a GPU, tracking the top
-#: 64 at most: the stable rule's run for all P = 1024 directions would need ~1e4 times more samples.
+#: Presets. ``book`` executes in the chapter on a 2-core CPU (d = 32, P = 16: every rate below the
+#: stability edge; B = 32 with the rate scaled by B, so the samples are those of B = 1).
+#: ``paper`` is the paper's teacher (d = 2048, P = 1024, h4, beta = 0.8) for a GPU, for P* <= 16:
+#: the slowest run takes ~6.5e6 steps of B = 1024 (~6e16 flop; about half an hour per stream on one
+#: H200 at the engine's measured fraction of the matmul rate — an estimate, not yet run). The stable
+#: rule for all 1024 directions would need ~1e3 times more samples, out of reach at this size.
 UNSTABLE_PRESETS: dict[str, UnstableLR] = {
     "test": UnstableLR(ModelConfig(d=16, P=8, m=16), p_stars=(1, 8), batch=16, streams=2, horizon=80.0, records=60),
     "book": UnstableLR(ModelConfig(d=32, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=32, streams=8,
                        horizon=80.0),
-    "paper": UnstableLR(ModelConfig(d=2048, P=1024, m=1024), p_stars=(1, 4, 16, 64), delta=0.5, batch=1024,
-                        streams=2, horizon=2000.0, records=200, flow_dt=0.1),
+    "paper": UnstableLR(ModelConfig(d=2048, P=1024, m=1024), p_stars=(1, 2, 4, 8, 16), delta=0.5, batch=1024,
+                        streams=2, horizon=600.0, records=100, flow_dt=0.1),
 }
 
 
