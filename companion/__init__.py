@@ -70,6 +70,8 @@ from companion.student import (  # noqa: E402
 from companion.teacher import (  # noqa: E402
     Teacher,
     condition_number,
+    correlated_directions,
+    correlation_range,
     make_teacher,
     power_law_coefficients,
     sample,
@@ -90,6 +92,8 @@ __all__ = [
     "activation_from_coefficients",
     "compare_with_trajectory",
     "condition_number",
+    "correlated_directions",
+    "correlation_range",
     "crossing_time",
     "decoupled_blowup_time",
     "decoupled_crossing_time",
