@@ -132,6 +132,8 @@ EXPERIMENTS = {
                     "companion.experiments:reproduce_width_sweep"),
     "unstable_lr": ("online SGD at eta ~ a_P* against eta ~ a_min, one initialization (unstable-learning-rate chapter)",
                     "companion.unstable:reproduce_unstable"),
+    "layerwise": ("width to recover the top P* directions, single-phase vs layer-wise training",
+                  "companion.layerwise:reproduce_layerwise"),
     "assumptions": ("experiments of the chapter 'Where the assumptions break' (activations, correlated "
                     "directions, minibatches and Adam, label noise)", "companion.optim:reproduce_assumptions"),
 }
