@@ -63,7 +63,9 @@ solution is returned (duplicate neurons share a direction's weight). Its populat
 **Experiments.** :class:`LayerwiseSweep` measures, for both schemes and from the same initial
 neurons, the smallest width whose students recover the top :math:`P_*` directions, over several
 teachers (condition numbers :math:`\kappa_* = a_1/a_{P_*}`) and seeds; presets ``test``, ``book``,
-``paper``; every elementary run is cached (:mod:`companion.cache`).
+``paper``; every elementary run is cached (:mod:`companion.cache`). :class:`SampleComparison`
+(:func:`compare_on_samples`) compares the loss of both schemes against the number of samples,
+with online SGD for single-phase training and :func:`train_layerwise` at every budget.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class PhaseOne(NamedTuple):
         samples: fresh samples used (0 for the population flow).
         dt: the step bound (population) or the learning rate (SGD).
         method: ``"euler"`` or ``"sgd"``.
+        record_directions: the unit directions at every record, shape (R, m, d), when asked for
+            (:func:`phase_one_sgd` with ``keep_directions=True``); otherwise None.
     """
 
     times: np.ndarray
@@ -165,6 +169,7 @@ class PhaseOne(NamedTuple):
     samples: int
     dt: float
     method: str
+    record_directions: np.ndarray | None = None
 
 
 def _interval_steps(times: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -240,8 +245,9 @@ def phase_one_flow(V0: Float[Array, "m d"], teacher: Teacher, times, dt: float) 
     return PhaseOne(times, np.asarray(records), np.asarray(C0), np.asarray(directions), int(counts.sum()), 0, dt, "euler")
 
 
-@partial(jax.jit, static_argnames=("activation", "batch"))
-def _phase_one_sgd_scan(unit0, star, a, key, counts, starts, lr, activation: Activation, batch: int):
+@partial(jax.jit, static_argnames=("activation", "batch", "keep"))
+def _phase_one_sgd_scan(unit0, star, a, key, counts, starts, lr, activation: Activation, batch: int,
+                        keep: bool = False):
     sigma = _series(activation, derivative=False)
     dsigma = _series(activation)
     d = unit0.shape[1]
@@ -258,14 +264,15 @@ def _phase_one_sgd_scan(unit0, star, a, key, counts, starts, lr, activation: Act
     def advance(unit, interval):
         n, t0 = interval
         unit = jax.lax.fori_loop(0, n, partial(step, t0=t0), unit)
-        return unit, unit @ star.T
+        return unit, (unit @ star.T, unit) if keep else unit @ star.T
 
     unit, records = jax.lax.scan(advance, unit0, (counts, starts))
     return unit, records
 
 
 def phase_one_sgd(
-    V0: Float[Array, "m d"], teacher: Teacher, key: jax.Array, lr: float, steps: int, batch: int = 1, records: int = 32
+    V0: Float[Array, "m d"], teacher: Teacher, key: jax.Array, lr: float, steps: int, batch: int = 1,
+    records: int | tuple[int, ...] = 32, keep_directions: bool = False,
 ) -> PhaseOne:
     r"""Phase one by online spherical SGD on fresh samples.
 
@@ -282,27 +289,40 @@ def phase_one_sgd(
         lr: learning rate :math:`\eta > 0`.
         steps: number of steps (>= 1).
         batch: samples per step (>= 1).
-        records: number of log-spaced record steps (>= 1; the last step is always recorded).
+        records: number of log-spaced record steps (>= 1), or an explicit strictly increasing
+            tuple of steps in [1, steps]; the last step is always recorded.
+        keep_directions: also return the unit directions at every record (``record_directions``).
+
+    The sample of step t depends only on ``key`` and t, so a record at step s is exactly the end of
+    a run of s steps: one run gives phase one at every budget it records.
     """
     lr = require_real("lr", lr, low=0.0, low_open=True)
     steps = require_int("steps", steps, 1)
     batch = require_int("batch", batch, 1)
-    records = require_int("records", records, 1)
     V0 = _check_state(V0, teacher)
     teacher_c = _cast_teacher(teacher, V0.dtype)
-    marks = np.unique(np.round(np.geomspace(1, steps, records)).astype(np.int64))
+    if isinstance(records, (tuple, list, np.ndarray)):
+        marks = np.asarray([require_int("records entries", r, 1, steps) for r in records], dtype=np.int64)
+        if marks.size == 0 or np.any(np.diff(marks) <= 0):
+            raise ValueError(f"records must be strictly increasing steps in [1, steps = {steps}], got {tuple(records)}")
+        if marks[-1] != steps:
+            marks = np.append(marks, steps)
+    else:
+        records = require_int("records", records, 1)
+        marks = np.unique(np.round(np.geomspace(1, steps, records)).astype(np.int64))
     counts = np.diff(np.concatenate([[0], marks]))
     starts = np.concatenate([[0], marks[:-1]])
     unit0 = unit_directions(V0)
-    unit, C = _phase_one_sgd_scan(
+    unit, out = _phase_one_sgd_scan(
         unit0, teacher_c.directions, teacher_c.coefficients, key, jnp.asarray(counts), jnp.asarray(starts),
-        jnp.asarray(lr, V0.dtype), teacher_c.activation, batch,
+        jnp.asarray(lr, V0.dtype), teacher_c.activation, batch, bool(keep_directions),
     )
+    C, kept = (out[0], np.asarray(out[1])) if keep_directions else (out, None)
     C = np.asarray(C)
     if not np.all(np.isfinite(C)):
         raise FloatingPointError(f"phase_one_sgd: the state became non-finite; lr = {lr:g} is too large")
     return PhaseOne(lr * marks.astype(np.float64), C, np.asarray(unit0 @ teacher_c.directions.T), np.asarray(unit),
-                    steps, steps * batch, lr, "sgd")
+                    steps, steps * batch, lr, "sgd", kept)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -509,19 +529,212 @@ class LayerwiseRun(NamedTuple):
 
 
 def train_layerwise(V0: Float[Array, "m d"], teacher: Teacher, key: jax.Array, lr: float, steps: int,
-                    readout_samples: int, batch: int = 1, ridge: float = 0.0, records: int = 32) -> LayerwiseRun:
+                    readout_samples: int, batch: int = 1, ridge: float = 0.0, records: int = 32,
+                    readout_batch: int = 65536) -> LayerwiseRun:
     r"""Layer-wise training on samples only: online SGD on the correlation loss, then least squares.
 
     Phase one (:func:`phase_one_sgd`) uses ``batch * steps`` fresh samples drawn from
     ``fold_in(key, 0)``; phase two (:func:`phase_two_samples`) uses ``readout_samples`` further
     fresh samples from ``fold_in(key, 1)``. The total, ``samples``, is the budget to set equal to
     that of single-phase online SGD (:func:`companion.sgd.run_sgd`, ``batch * steps`` samples) when
-    the two are compared at equal samples. Both start from the same ``V0``.
+    the two are compared at equal samples. Both start from the same ``V0``. ``readout_batch`` is
+    phase two's chunk of samples (:func:`phase_two_samples`' ``batch``; it selects the stream).
+    :func:`compare_on_samples` runs this at many budgets at once.
     """
     readout_samples = require_int("readout_samples", readout_samples, 1)
     one = phase_one_sgd(V0, teacher, jax.random.fold_in(key, 0), lr, steps, batch, records)
-    fit = phase_two_samples(one.directions, teacher, jax.random.fold_in(key, 1), readout_samples, ridge)
+    fit = phase_two_samples(one.directions, teacher, jax.random.fold_in(key, 1), readout_samples, ridge,
+                            batch=readout_batch)
     return LayerwiseRun(one, fit, one.samples + readout_samples)
+
+
+@dataclass(frozen=True)
+class SampleComparison:
+    r"""Single-phase online SGD against layer-wise training on the same sample budgets.
+
+    Both schemes start from the initial student of ``model`` (its width m, seed and initial norm)
+    and its teacher. Budgets :math:`n_j = B\,s_j`, with :math:`s_j` about ``records`` log-spaced
+    steps from ``first_step`` to ``steps`` (:func:`companion.sgd.log_steps`):
+
+    * single-phase: :func:`companion.sgd.run_sgd` (learning rate ``lr``, batch B), recorded at the
+      steps :math:`s_j`;
+    * layer-wise: least squares on :math:`n^{(2)}_j` fresh samples, :math:`f n_j` rounded to a
+      multiple of ``readout_chunk`` (at least one chunk; :math:`f` = ``readout_fraction``), after
+      phase one (:func:`phase_one_sgd`, batch B, learning rate ``phase_one_lr``) on the other
+      :math:`n^{(1)}_j = n_j - n^{(2)}_j` samples: the same as :func:`train_layerwise` at that
+      budget, with the key of the seed's data stream (phase two drawn in chunks of
+      ``readout_chunk`` samples, so that every budget reuses one compiled kernel).
+
+    Attributes:
+        model: teacher and initial student (``seed`` is the first of ``seeds`` consecutive seeds).
+        lr: learning rate of single-phase SGD, and of phase one unless ``phase_one_lr`` is set.
+        steps: single-phase steps at the largest budget.
+        batch: samples per SGD step.
+        seeds: number of seeds (``model.seed``, ``model.seed + 1``, ...).
+        records: number of budgets (about; duplicates are dropped).
+        first_step: the smallest budget, in steps.
+        readout_fraction: f, the share of each budget spent on phase two, in (0, 1).
+        readout_chunk: phase-two sample counts are multiples of it; a multiple of ``batch``.
+        ridge: the phase-two ridge penalty.
+        threshold: a direction counts as recovered when some neuron has overlap² >= threshold.
+        phase_one_lr: learning rate of the layer-wise phase one (``None``: ``lr``).
+    """
+
+    model: ModelConfig
+    lr: float
+    steps: int
+    batch: int = 1
+    seeds: int = 1
+    records: int = 16
+    first_step: int = 4096
+    readout_fraction: float = 0.25
+    readout_chunk: int = 1024
+    ridge: float = 0.0
+    threshold: float = 0.5
+    phase_one_lr: float | None = None
+
+    def __post_init__(self):
+        require_real("lr", self.lr, low=0.0, low_open=True)
+        if self.phase_one_lr is not None:
+            require_real("phase_one_lr", self.phase_one_lr, low=0.0, low_open=True)
+        require_int("steps", self.steps, 2)
+        require_int("batch", self.batch, 1)
+        require_int("seeds", self.seeds, 1)
+        require_int("records", self.records, 1)
+        require_int("first_step", self.first_step, 2, self.steps)
+        require_real("readout_fraction", self.readout_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+        require_int("readout_chunk", self.readout_chunk, 1)
+        if self.readout_chunk % self.batch:
+            raise ValueError(f"readout_chunk must be a multiple of batch = {self.batch}, got {self.readout_chunk}")
+        if self.batch * self.first_step <= self.readout_chunk:
+            raise ValueError(f"first_step: the smallest budget batch * first_step must exceed readout_chunk = "
+                             f"{self.readout_chunk}, got {self.batch * self.first_step}")
+        _ridge(self.ridge)
+        require_real("threshold", self.threshold, low=0.5, high=1.0, high_open=True)
+
+    def replace(self, **changes) -> "SampleComparison":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def record_steps(self) -> np.ndarray:
+        """The single-phase steps :math:`s_j` of the budgets, shape (R,)."""
+        from companion.sgd import log_steps
+
+        return np.asarray(log_steps(self.steps, self.records, self.first_step)[1:], dtype=np.int64)
+
+    @property
+    def readout_samples(self) -> np.ndarray:
+        """Layer-wise phase-two samples :math:`n^{(2)}_j` at every budget, shape (R,)."""
+        n = self.batch * self.record_steps
+        chunks = np.maximum(np.round(self.readout_fraction * n / self.readout_chunk).astype(np.int64), 1)
+        return np.minimum(chunks, (n - 1) // self.readout_chunk) * self.readout_chunk
+
+    @property
+    def phase_one_steps(self) -> np.ndarray:
+        """Layer-wise phase-one steps :math:`s^{(1)}_j = (n_j - n^{(2)}_j)/B`, shape (R,), each >= 1."""
+        return self.record_steps - self.readout_samples // self.batch
+
+
+class SampleCurves(NamedTuple):
+    r"""Losses of both schemes against the sample budget (:class:`SampleComparison`).
+
+    Attributes:
+        samples: the budgets :math:`n_j`, shape (R,).
+        phase_one_samples: layer-wise phase-one samples at every budget (the rest is phase two), (R,).
+        single_loss: single-phase population loss, shape (S, R).
+        layer_loss: layer-wise population loss (after phase two), shape (S, R).
+        single_recovered: directions recovered by the single-phase student, shape (S, R).
+        layer_recovered: directions recovered by the layer-wise phase one, shape (S, R).
+        single_missed, layer_missed: :math:`\tfrac12\sum_{q\notin S}a_q^2` over the directions not
+            recovered, the loss a student exactly on the recovered ones would have, shape (S, R).
+        single_best, layer_best: :math:`\max_k c_{kq}^2` per direction, shape (S, R, P).
+    """
+
+    samples: np.ndarray
+    phase_one_samples: np.ndarray
+    single_loss: np.ndarray
+    layer_loss: np.ndarray
+    single_recovered: np.ndarray
+    layer_recovered: np.ndarray
+    single_missed: np.ndarray
+    layer_missed: np.ndarray
+    single_best: np.ndarray
+    layer_best: np.ndarray
+
+
+def _recovered(overlaps, threshold: float) -> int:
+    landed = landed_directions(overlaps, threshold)
+    return len(set(landed[landed >= 0].tolist()))
+
+
+def _missed_share(overlaps, coefficients, threshold: float) -> float:
+    landed = landed_directions(overlaps, threshold)
+    a = np.asarray(coefficients, np.float64)
+    return 0.5 * float(np.sum(np.delete(a, landed[landed >= 0]) ** 2))
+
+
+def _layerwise_on_budgets(comparison: SampleComparison, seed: int) -> dict[str, np.ndarray]:
+    model = comparison.model.replace(seed=seed)
+    teacher, V0 = model.build()
+    key = model.keys()["data"]
+    s1 = comparison.phase_one_steps
+    marks = np.unique(s1)
+    lr = comparison.lr if comparison.phase_one_lr is None else comparison.phase_one_lr
+    one = phase_one_sgd(V0, teacher, jax.random.fold_in(key, 0), lr, int(marks[-1]), comparison.batch,
+                        tuple(int(m) for m in marks), keep_directions=True)
+    where = np.searchsorted(marks, s1)
+    loss, recovered, missed = [], [], []
+    for n2, idx in zip(comparison.readout_samples, where):
+        fit = phase_two_samples(one.record_directions[idx], teacher, jax.random.fold_in(key, 1), int(n2),
+                                comparison.ridge, batch=comparison.readout_chunk)
+        loss.append(fit.loss)
+        recovered.append(_recovered(one.overlaps[idx], comparison.threshold))
+        missed.append(_missed_share(one.overlaps[idx], teacher.coefficients, comparison.threshold))
+    best = np.max(np.asarray(one.overlaps, np.float64)[where] ** 2, axis=1)  # (R, P)
+    return {"loss": np.asarray(loss), "recovered": np.asarray(recovered, np.int32), "missed": np.asarray(missed),
+            "best": best}
+
+
+def compare_on_samples(comparison: SampleComparison, cache: Cache | bool | None = True) -> SampleCurves:
+    """Run (or load from the cache) both schemes of a :class:`SampleComparison` on every seed.
+
+    The single-phase runs go through :func:`companion.sgd.run_sgd` (its own cache entry), the
+    layer-wise runs are cached here per seed.
+    """
+    from companion.sgd import ENGINE_VERSION, SGDConfig, run_sgd
+
+    cache = _cache(cache)
+    c = comparison
+    steps = c.record_steps
+    config = SGDConfig(c.model, lr=c.lr, steps=c.steps, batch=c.batch, record=tuple(int(s) for s in steps),
+                       seeds=c.seeds)
+    sgd_cache = None if cache is None else Cache(cache.directory, namespace="sgd", version=ENGINE_VERSION)
+    single = run_sgd(config, cache=sgd_cache if sgd_cache is not None else False)
+    single_rec = np.array([[_recovered(single.overlaps[s, r], c.threshold) for r in range(steps.size)]
+                           for s in range(c.seeds)], np.int32)
+    a = c.model.teacher().coefficients
+    single_missed = np.array([[_missed_share(single.overlaps[s, r], a, c.threshold) for r in range(steps.size)]
+                              for s in range(c.seeds)])
+    layer_loss, layer_rec, layer_missed, layer_best = [], [], [], []
+    for j in range(c.seeds):
+        run = _SampleRun(c, c.model.seed + j)
+        hit = cache.load(run) if cache is not None else None
+        arrays = hit[0] if hit is not None else _layerwise_on_budgets(c, run.seed)
+        if hit is None and cache is not None:
+            cache.save(run, arrays)
+        layer_loss.append(arrays["loss"])
+        layer_rec.append(arrays["recovered"])
+        layer_missed.append(arrays["missed"])
+        layer_best.append(arrays["best"])
+    return SampleCurves(c.batch * steps, c.batch * c.phase_one_steps, np.asarray(single.loss, np.float64),
+                        np.stack(layer_loss), single_rec, np.stack(layer_rec), single_missed, np.stack(layer_missed),
+                        np.max(np.asarray(single.overlaps, np.float64) ** 2, axis=2), np.stack(layer_best))
+
+
+@dataclass(frozen=True)
+class _SampleRun:
+    comparison: SampleComparison
+    seed: int
 
 
 # ----------------------------------------------------------------------------------------------
