@@ -135,7 +135,7 @@ EXPERIMENTS = {
     "layerwise": ("width to recover the top P* directions, single-phase vs layer-wise training",
                   "companion.layerwise:reproduce_layerwise"),
     "assumptions": ("experiments of the chapter 'Where the assumptions break' (activations, correlated "
-                    "directions, minibatches and Adam, label noise)", "companion.optim:reproduce_assumptions"),
+                    "directions, minibatches and Adam, label noise)", "companion.assumptions:reproduce_assumptions"),
 }
 
 

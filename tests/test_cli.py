@@ -33,6 +33,9 @@ def test_simulate_gd_writes_summary(tmp_path):
         (["simulate", "--steps", "10", "--horizon", "5", "--out", "x"], "not both"),
         (["reproduce", "nothing"], "unknown experiment"),
         (["reproduce", "width_sweep", "--preset", "huge"], "preset must be one of"),
+        (["reproduce", "unstable_lr", "--preset", "huge"], "preset must be one of"),
+        (["reproduce", "layerwise", "--preset", "huge"], "preset must be one of"),
+        (["reproduce", "assumptions", "--preset", "huge"], "preset must be one of"),
     ],
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):

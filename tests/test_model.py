@@ -1,6 +1,5 @@
 """Teacher, student, closed-form loss, cancellation, Monte Carlo, configs and their errors."""
 
-import math
 import warnings
 
 import jax

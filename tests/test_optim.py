@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import companion as cm
-from companion import optim
+from companion import assumptions
 from companion.optim import OptimConfig, OptimDivergenceError, draw, make_optimizer, train
 from companion.sgd import minibatch_loss
 
@@ -85,7 +85,7 @@ def test_cache_round_trip(model, tmp_path):
 def test_single_neuron_times_match_the_h4_closed_form():
     # h4: 8 a t(s) = 1/s0 - 1/s + log(s (1 - s0) / (s0 (1 - s))), in units of 1/a
     s0 = np.array([0.01, 0.05])
-    got = optim.single_neuron_times(s0, cm.get_activation("h4"), levels=(0.5,))[:, 0]
+    got = assumptions.single_neuron_times(s0, cm.get_activation("h4"), levels=(0.5,))[:, 0]
     expected = (1 / s0 - 2 + np.log((1 - s0) / s0)) / 8
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
@@ -93,7 +93,7 @@ def test_single_neuron_times_match_the_h4_closed_form():
 def test_top_feature_leaves_v1_only_for_large_correlation():
     a = cm.power_law_coefficients(16, 0.8)
     h4 = cm.get_activation("h4")
-    assert optim.top_feature(a, 0.0, h4)["v1"] == pytest.approx(1.0, abs=1e-9)
-    assert optim.top_feature(a, 0.7, h4)["u"] > optim.top_feature(a, 0.7, h4)["v1"]
-    rho = optim.merge_correlation(a, h4)
+    assert assumptions.top_feature(a, 0.0, h4)["v1"] == pytest.approx(1.0, abs=1e-9)
+    assert assumptions.top_feature(a, 0.7, h4)["u"] > assumptions.top_feature(a, 0.7, h4)["v1"]
+    rho = assumptions.merge_correlation(a, h4)
     assert 0.3 < rho < 0.6
