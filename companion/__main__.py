@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("experiment", help="name of the experiment (see --list)")
     rep.add_argument("--preset", default="book", help="test, book or paper")
     rep.add_argument("--progress", action="store_true", help="show a progress bar")
+    rep.add_argument("--out", type=Path, default=None, help="also write the full summary to this JSON file")
     return parser
 
 
@@ -146,7 +147,11 @@ def _reproduce(args) -> dict:
         raise ValueError(f"unknown experiment {args.experiment!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     module, function = EXPERIMENTS[args.experiment][1].split(":")
     runner = getattr(importlib.import_module(module), function)
-    return {"experiment": args.experiment, "preset": args.preset, **runner(args.preset, args.progress)}
+    summary = {"experiment": args.experiment, "preset": args.preset, **runner(args.preset, args.progress)}
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return summary
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,7 @@ from companion.cache import Cache
 from companion.config import ModelConfig
 from companion.dynamics import direction_escapes
 from companion.experiments import VERSION, FlowRun, run_flow
+from companion.scaling import fit_power_law, tail_beyond
 from companion.sgd import SGDConfig, log_steps, run_sgd, theory_lr
 
 
@@ -237,13 +238,123 @@ def rule_points(result: UnstableResult) -> tuple[np.ndarray, np.ndarray]:
     return n, loss
 
 
-def reproduce_unstable(preset: str, progress: bool = False) -> dict:
-    """``python -m companion reproduce unstable_lr --preset ...``: run (or load) the experiment."""
-    config = unstable_lr(preset)
-    result = run_unstable(config, progress=progress)
+class TrackingCurve(NamedTuple):
+    r"""Escape-time tracking pooled over runs and directions, binned by :math:`x = a_{P_*}/a_p`.
+
+    Attributes:
+        x: (J,) geometric bin centres; rms: (J,) RMS of :math:`T^{\rm SGD}_p/T^{\rm GF}_p - 1` (same
+        winner only); same_winner: (J,) fraction where SGD's winner is the flow's; counts: (J,)
+        escapes in each bin; fit: power law of rms against x (:func:`companion.scaling.fit_power_law`;
+        None with fewer than four bins).
+    """
+
+    x: np.ndarray
+    rms: np.ndarray
+    same_winner: np.ndarray
+    counts: np.ndarray
+    fit: object
+
+
+def tracking_curve(result: UnstableResult, bins: int = 7, min_count: int = 5) -> TrackingCurve:
+    """Bin :func:`escape_deviation` by :func:`tracking_ratio` (``bins`` log-spaced bins over the
+    observed range; bins with fewer than ``min_count`` escapes are dropped) and fit the RMS."""
+    bins = require_int("bins", bins, 2)
+    deviation, same = escape_deviation(result)
+    x = np.broadcast_to(tracking_ratio(result)[:, None, :], deviation.shape)
+    edges = np.geomspace(x.min() * 0.999, x.max() * 1.001, bins + 1)
+    centers, rms, agree, counts = [], [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (x >= lo) & (x < hi)
+        ok = inside & np.isfinite(deviation)
+        if ok.sum() >= min_count:
+            centers.append(np.sqrt(lo * hi))
+            rms.append(np.sqrt(np.mean(deviation[ok] ** 2)))
+            agree.append(np.mean(same[inside]))
+            counts.append(int(ok.sum()))
+    centers, rms = np.asarray(centers), np.asarray(rms)
+    return TrackingCurve(centers, rms, np.asarray(agree), np.asarray(counts), _fit_or_none(centers, rms, min_points=4))
+
+
+def _fit_or_none(x, y, **kwargs):
+    """:func:`companion.scaling.fit_power_law`, or None where it refuses (too few points)."""
+    try:
+        return fit_power_law(x, y, **kwargs)
+    except ValueError:
+        return None
+
+
+class LossFits(NamedTuple):
+    """Loss against samples under both rules, with the infinite teacher's tail beyond P added.
+
+    Attributes:
+        tail: the added constant (:func:`companion.scaling.tail_beyond`).
+        window: samples window of the stable-rule fit (the flow's 2nd to P/2-th escape).
+        stable: fit of the stable rule's curve in that window; rule: fit of the rule points
+            (every :math:`P_* < P`), each None where there are too few points to fit;
+            rule_n, rule_loss: the points (:func:`rule_points`, no tail).
+        rule_below: how many rule points lie below the stable curve at the same n (of those < P).
+        fastest_below: at how many rule points the largest rate's run is at least as low (of those
+            it reaches).
+    """
+
+    tail: float
+    window: tuple[float, float]
+    stable: object
+    rule: object
+    rule_n: np.ndarray
+    rule_loss: np.ndarray
+    rule_below: tuple[int, int]
+    fastest_below: tuple[int, int]
+
+
+def loss_fits(result: UnstableResult, beta: float) -> LossFits:
+    """The chapter's loss-against-samples fits; windows fixed in advance (see :class:`LossFits`)."""
+    P = result.coefficients.size
+    tail = tail_beyond(P, beta)
+    stable_n, stable_loss = result.samples[-1], np.mean(result.loss[-1], axis=0) + tail
+    escapes = np.sort(result.flow_escapes[np.isfinite(result.flow_escapes)])
+    window = tuple(float(w) for w in result.batch * escapes[[1, P // 2 - 1]] / result.rates[-1])
+    stable = _fit_or_none(stable_n, stable_loss, window=window)
     n, loss = rule_points(result)
-    return {"p_stars": result.p_stars.tolist(), "rates": result.rates.tolist(),
-            "rule_samples": n.tolist(), "rule_loss": loss.tolist()}
+    rule = _fit_or_none(n[:-1], loss[:-1] + tail, min_points=3)
+    below = np.array([loss[i] < loss_at(result, -1, n[i]) for i in range(n.size - 1)])
+    fastest = np.array([loss_at(result, 0, n[i]) for i in range(n.size)])
+    covered = np.isfinite(fastest)
+    return LossFits(tail, window, stable, rule, n, loss, (int(below.sum()), int(below.size)),
+                    (int(np.sum(fastest[covered] <= loss[covered])), int(covered.sum())))
+
+
+def summarize(config: UnstableLR, result: UnstableResult) -> dict:
+    """The experiment's headline numbers as plain JSON-able values (what the chapter reports)."""
+    own = np.median(samples_to_top(result), axis=1)
+    stable = np.median(samples_to_top_at(result, -1), axis=1)
+    with np.errstate(invalid="ignore"):  # inf / inf where a target was never reached: nan
+        gain = stable / own
+    a = result.coefficients
+    tracking = tracking_curve(result)
+    fits = loss_fits(result, config.model.beta)
+
+    def fit(f):
+        return None if f is None else {"slope": f.slope, "low": f.low, "high": f.high, "points": f.n}
+
+    return {
+        "model": {"d": config.model.d, "P": config.model.P, "m": config.model.m, "beta": config.model.beta},
+        "batch": config.batch, "streams": config.streams, "delta": config.delta, "horizon": config.horizon,
+        "p_stars": result.p_stars.tolist(), "rates": result.rates.tolist(),
+        "gain": {"measured": gain.tolist(), "predicted": (a[result.p_stars - 1] / a[-1]).tolist()},
+        "tracking": {"x": tracking.x.tolist(), "rms": tracking.rms.tolist(),
+                     "same_winner": tracking.same_winner.tolist(), "counts": tracking.counts.tolist(),
+                     "fit": fit(tracking.fit)},
+        "loss": {"stable": fit(fits.stable), "rule": fit(fits.rule), "rule_below": list(fits.rule_below),
+                 "fastest_below": list(fits.fastest_below)},
+    }
+
+
+def reproduce_unstable(preset: str, progress: bool = False) -> dict:
+    """``python -m companion reproduce unstable_lr --preset ...``: run (or load) the experiment and
+    return :func:`summarize`'s numbers."""
+    config = unstable_lr(preset)
+    return summarize(config, run_unstable(config, progress=progress))
 
 
 #: Presets. ``book`` executes in the chapter on a 2-core CPU (d = 32, P = 16: every rate below the
@@ -256,6 +367,10 @@ UNSTABLE_PRESETS: dict[str, UnstableLR] = {
     "test": UnstableLR(ModelConfig(d=16, P=8, m=16), p_stars=(1, 8), batch=16, streams=2, horizon=80.0, records=60),
     "book": UnstableLR(ModelConfig(d=32, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=32, streams=8,
                        horizon=80.0),
+    # The book's experiment at twice the dimension: ~5 min on 2 CPU cores; its summary is committed
+    # (book/results/unstable_lr_medium.json) and shown beside the executed book preset.
+    "medium": UnstableLR(ModelConfig(d=64, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=64, streams=8,
+                         horizon=160.0),
     "paper": UnstableLR(ModelConfig(d=2048, P=1024, m=1024), p_stars=(1, 2, 4, 8, 16), delta=0.5, batch=1024,
                         streams=2, horizon=600.0, records=100, flow_dt=0.1),
 }

@@ -101,3 +101,18 @@ def test_presets_and_cli():
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "unstable_lr", "--preset", "huge"])
     assert exit_info.value.code == 2
+
+
+def test_summary_and_cli_out(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "summary.json"
+    assert main(["reproduce", "unstable_lr", "--preset", "test", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["preset"] == "test" and summary["p_stars"] == [1, 8]
+    assert len(summary["gain"]["measured"]) == 2 and summary["gain"]["measured"][0] > 1.0  # top direction sooner
+    tracking = summary["tracking"]
+    assert len(tracking["x"]) == len(tracking["rms"]) >= 1 and all(r >= 0 for r in tracking["rms"])
+    assert summary["loss"]["rule"] is None  # one P* < P: too few points to fit, said as None
+    assert summary["loss"]["stable"] is None or {"slope", "low", "high", "points"} <= set(summary["loss"]["stable"])
