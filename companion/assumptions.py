@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from companion._validate import require_int, require_real
 from companion.config import ModelConfig
-from companion.dynamics import crossing_time, direction_escapes, euler_flow, log_times
+from companion.dynamics import crossing_time, direction_escapes, euler_flow
+from companion.experiments import FlowRun
 from companion.hermite import Activation, get_activation
 from companion.optim import OptimConfig, _store, _teacher, train
 from companion.scaling import fit_power_law, tail_beyond
@@ -54,12 +54,14 @@ class FlowSpec:
     full: bool = True
 
     def __post_init__(self):
-        require_real("horizon", self.horizon, low=0.0, low_open=True)
-        require_real("dt", self.dt, low=0.0, low_open=True)
-        require_int("records", self.records, 8)
+        self.flow_run()  # validates horizon, dt and records
+
+    def flow_run(self) -> FlowRun:
+        """The same run as a :class:`companion.experiments.FlowRun` (its record times and checks)."""
+        return FlowRun(self.model, self.horizon, self.dt, self.records)
 
     def times(self) -> np.ndarray:
-        return log_times(self.horizon, self.records, t_min=self.horizon / 5000.0)
+        return self.flow_run().times()
 
     def teacher(self) -> Teacher:
         return _teacher(self.model, self.correlation)
