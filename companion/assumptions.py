@@ -22,10 +22,11 @@ from companion.config import ModelConfig
 from companion.dynamics import crossing_time, direction_escapes, euler_flow
 from companion.experiments import FlowRun
 from companion.hermite import Activation, get_activation
-from companion.optim import OptimConfig, _store, _teacher, train
+from companion.cache import Cache
+from companion.optim import VERSION, OptimConfig, _teacher, train
 from companion.scaling import fit_power_law, tail_beyond
 from companion.sgd import SGDConfig, run_sgd, stable_lr
-from companion.teacher import Teacher
+from companion.teacher import Teacher, power_law_coefficients
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def run_flow_spec(spec: FlowSpec, cache=True) -> dict[str, np.ndarray]:
     whose :math:`\bar v_{k,p}^2` reaches 1/2, and when), ``winner_curves`` (R, P) (that neuron's
     :math:`\bar v_{k,p}(t)`), ``second_moment`` (:math:`\mathbb E f_*^2`) and, if ``full``,
     ``overlaps`` (R, m, P)."""
-    store = _store(cache, "assumptions_flow")
+    store = Cache.resolve(cache, namespace="assumptions_flow", version=VERSION)
     if store is not None:
         hit = store.load(spec)
         if hit is not None:
@@ -498,7 +499,7 @@ def reproduce_assumptions(preset: str, progress: bool = False) -> dict:
     corr = correlated_experiment(p, progress)
     opt = optimizer_experiment(p, progress)
     noise = label_noise_experiment(p, progress)
-    a_law = power_law_coefficients_of(p.law_model)
+    a_law = power_law_coefficients(p.law_model.P, p.law_model.beta)
     summary = {"activations": {}, "correlated": {}, "optimizers": {}, "label_noise": {}}
     for label, recs in acts["laws"].items():
         slopes = []
@@ -518,9 +519,3 @@ def reproduce_assumptions(preset: str, progress: bool = False) -> dict:
         summary["label_noise"][str(s)] = {"final_loss": result.loss[:, -1].tolist()}
     return summary
 
-
-def power_law_coefficients_of(model: ModelConfig) -> np.ndarray:
-    """:math:`a_p = p^{-\\beta}/Z_P` of a model (float64)."""
-    from companion.teacher import power_law_coefficients
-
-    return power_law_coefficients(model.P, model.beta)

@@ -127,6 +127,19 @@ class Cache:
     def __repr__(self) -> str:
         return f"Cache({str(self.directory)!r}, namespace={self.namespace!r}, version={self.version!r})"
 
+    @classmethod
+    def resolve(cls, cache: Any, namespace: str = "", version: str = "") -> "Cache | None":
+        """The cache an entry point's ``cache`` argument names: ``True`` the default folder (with
+        this namespace and version), ``None`` or ``False`` none, a :class:`Cache` itself, anything
+        else a folder path."""
+        if cache is True:
+            return cls(namespace=namespace, version=version)
+        if cache is None or cache is False:
+            return None
+        if isinstance(cache, Cache):
+            return cache
+        return cls(cache, namespace=namespace, version=version)
+
     def key(self, config: Any) -> str:
         return config_key(config, self.namespace, self.version)
 

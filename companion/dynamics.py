@@ -206,12 +206,18 @@ def _check_state(V0, teacher: Teacher):
     return V0
 
 
-def _default_norm_bound(V0, teacher: Teacher) -> float:
-    # Gradient flow never increases L, and L bounds the norms (for an even sigma,
-    # L >= (1/2) kappa(1) sum_k w_k^2 - w . kappa(C) a): a norm^2 a thousand times beyond every
-    # scale of the problem can only come from a numerical blow-up.
+def default_norm_bound(V0, teacher: Teacher) -> float:
+    r"""Divergence bound on :math:`\|v_k\|^2`: :math:`10^3\max(1, \sum_p a_p, \max_k\|v_k(0)\|^2)`.
+
+    Gradient flow never increases L, and L bounds the norms (for an even σ,
+    :math:`L \ge \tfrac12\kappa(1)\sum_k w_k^2 - w\cdot\kappa(C)a`): a squared norm a thousand times
+    beyond every scale of the problem can only come from a numerical blow-up. Online SGD
+    (:mod:`companion.sgd`) uses the same bound. ``V0`` may be (m, d) or stacked (S, m, d), and the
+    teacher's coefficients (P,) or stacked (S, P): the bound is the largest over them.
+    """
     a = np.asarray(teacher.coefficients, dtype=np.float64)
-    return 1e3 * max(1.0, float(np.sum(np.abs(a))), float(np.max(np.asarray(jnp.sum(V0 * V0, axis=-1)))))
+    w0 = np.asarray(V0, dtype=np.float64)
+    return 1e3 * max(1.0, float(np.max(np.sum(np.abs(a), axis=-1))), float(np.max(np.sum(w0 * w0, axis=-1))))
 
 
 def stability_step(teacher: Teacher) -> float:
@@ -290,7 +296,7 @@ def euler_flow(
     times = _check_times(times)
     dt = require_real("dt", dt, low=0.0, low_open=True)
     V0 = _check_state(V0, teacher)
-    bound = _default_norm_bound(V0, teacher) if max_norm_sq is None else require_real("max_norm_sq", max_norm_sq, low=0.0, low_open=True)
+    bound = default_norm_bound(V0, teacher) if max_norm_sq is None else require_real("max_norm_sq", max_norm_sq, low=0.0, low_open=True)
     teacher_c = _cast_teacher(teacher, V0.dtype)
     limit = stability_step(teacher)
     if dt >= limit:

@@ -145,10 +145,7 @@ def run_width_sweep(sweep: WidthSweep, cache: Cache | bool | None = True, progre
         cache: a :class:`Cache`, ``True`` for the default cache, or ``False``/``None`` for none.
         progress: show a progress bar over runs.
     """
-    if cache is True:
-        cache = Cache(namespace="width_sweep", version=VERSION)
-    elif cache is False:
-        cache = None
+    cache = Cache.resolve(cache, namespace="width_sweep", version=VERSION)
     runs = list(sweep.runs())
     iterator = runs
     if progress:

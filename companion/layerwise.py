@@ -701,15 +701,14 @@ def compare_on_samples(comparison: SampleComparison, cache: Cache | bool | None 
     The single-phase runs go through :func:`companion.sgd.run_sgd` (its own cache entry), the
     layer-wise runs are cached here per seed.
     """
-    from companion.sgd import ENGINE_VERSION, SGDConfig, run_sgd
+    from companion.sgd import SGDConfig, run_sgd
 
-    cache = _cache(cache)
+    cache = Cache.resolve(cache, namespace="layerwise", version=VERSION)
     c = comparison
     steps = c.record_steps
     config = SGDConfig(c.model, lr=c.lr, steps=c.steps, batch=c.batch, record=tuple(int(s) for s in steps),
                        seeds=c.seeds)
-    sgd_cache = None if cache is None else Cache(cache.directory, namespace="sgd", version=ENGINE_VERSION)
-    single = run_sgd(config, cache=sgd_cache if sgd_cache is not None else False)
+    single = run_sgd(config, cache=False if cache is None else cache.directory)  # run_sgd's own namespace
     single_rec = np.array([[_recovered(single.overlaps[s, r], c.threshold) for r in range(steps.size)]
                            for s in range(c.seeds)], np.int32)
     a = c.model.teacher().coefficients
@@ -1165,18 +1164,12 @@ def single_phase_min_width(sweep: LayerwiseSweep, case: WidthCase, seed: int,
         ``(m, landed)``: the width (``inf`` if none in the grid) and the direction each of its
         neurons ended on (:func:`landed_directions`; empty if none).
     """
-    cache = _cache(cache)
+    cache = Cache.resolve(cache, namespace="layerwise", version=VERSION)
     for width in sweep.widths(case):
         run = _run_single(sweep, case, seed, width, cache)
         if np.all(np.isfinite(run["first_cover"][: case.n_recover])):
             return float(width), run["landed"]
     return math.inf, np.zeros(0, np.int32)
-
-
-def _cache(cache) -> Cache | None:
-    if cache is True:
-        return Cache(namespace="layerwise", version=VERSION)
-    return None if cache is False else cache
 
 
 class LayerwiseResult(NamedTuple):
@@ -1212,7 +1205,7 @@ def run_layerwise_sweep(sweep: LayerwiseSweep, cache: Cache | bool | None = True
         cache: a :class:`Cache`, ``True`` for the default cache, or ``False``/``None`` for none.
         progress: show a progress bar over cases.
     """
-    cache = _cache(cache)
+    cache = Cache.resolve(cache, namespace="layerwise", version=VERSION)
     cases = sweep.cases
     if progress:
         from tqdm.auto import tqdm

@@ -38,7 +38,7 @@ import optax
 from companion._validate import require_int, require_real
 from companion.cache import Cache
 from companion.config import ModelConfig
-from companion.dynamics import crossing_time
+from companion.dynamics import crossing_time, default_norm_bound
 from companion.loss import population_loss
 from companion.sgd import log_steps, minibatch_gradient
 from companion.student import overlaps as student_overlaps
@@ -70,16 +70,6 @@ def _teacher(model: ModelConfig, correlation: float | None = None) -> Teacher:
         key = model.keys()["teacher"] if model.teacher_directions == "random" else None
         return make_teacher(model.d, model.P, beta=model.beta, activation=model.activation, directions="correlated",
                             correlation=correlation, key=key, dtype=model.dtype)
-
-
-def _store(cache, namespace: str):
-    if cache is True:
-        return Cache(namespace=namespace, version=VERSION)
-    if cache is None or cache is False:
-        return None
-    if isinstance(cache, Cache):
-        return cache
-    return Cache(cache, namespace=namespace, version=VERSION)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,13 +217,6 @@ def draw(key: jax.Array, step, teacher: Teacher, batch: int, label_noise: float 
     return x, y
 
 
-def norm_bound(V0, teacher: Teacher) -> float:
-    r""":math:`10^3\max(1, \sum_p a_p, \max_k\|v_k(0)\|^2)`, the divergence bound of :mod:`companion.sgd`."""
-    from companion.sgd import default_norm_bound
-
-    return default_norm_bound(V0, teacher)
-
-
 @partial(jax.jit, static_argnames=("optimizer", "batch", "noise"))
 def _segment(V, state, key, teacher, t0, t1, bound, *, optimizer, batch, noise):
     """Steps t0 .. t1-1 (dynamic bounds), stopping after the first bad step."""
@@ -295,7 +278,7 @@ def train(config: OptimConfig, cache=True, progress: bool = False) -> OptimResul
     """
     if not isinstance(config, OptimConfig):
         raise ValueError(f"config must be an OptimConfig, got {type(config).__name__}")
-    store = _store(cache, "optim")
+    store = Cache.resolve(cache, namespace="optim", version=VERSION)
     if store is not None:
         hit = store.load(config)
         if hit is not None:
@@ -308,7 +291,7 @@ def train(config: OptimConfig, cache=True, progress: bool = False) -> OptimResul
     key = config.model.keys()["data"]
     optimizer = _Optimizer(config.optimizer, config.lr, config.options)
     state = optimizer.init(V)
-    bound = jnp.asarray(norm_bound(V, teacher) if config.max_norm_sq is None else config.max_norm_sq, V.dtype)
+    bound = jnp.asarray(default_norm_bound(V, teacher) if config.max_norm_sq is None else config.max_norm_sq, V.dtype)
     records = {"steps": [], "loss": [], "overlaps": [], "norms_sq": []}
     targets = config.record_steps
     iterator = targets

@@ -62,6 +62,7 @@ from jaxtyping import Array, Float
 
 from companion._validate import require_int, require_real
 from companion.config import ModelConfig
+from companion.dynamics import default_norm_bound
 from companion.hermite import Activation
 from companion.loss import population_loss
 from companion.teacher import Teacher
@@ -533,17 +534,6 @@ def _is_axes(teacher: Teacher) -> bool:
     return W.ndim == 2 and np.array_equal(W, np.eye(*W.shape, dtype=W.dtype))
 
 
-def default_norm_bound(V0, teacher: Teacher) -> float:
-    r"""Divergence bound on :math:`\|v_k\|^2`: :math:`10^3\max(1, \sum_p a_p, \max_k\|v_k(0)\|^2)`.
-
-    The same rule as gradient flow's (``companion.dynamics``): for an even σ the population loss
-    bounds the norms, so a norm this far beyond every scale of the problem is a blow-up.
-    """
-    a = np.asarray(teacher.coefficients, dtype=np.float64)
-    w0 = np.asarray(V0, dtype=np.float64)
-    return 1e3 * max(1.0, float(np.max(np.sum(np.abs(a), axis=-1))), float(np.max(np.sum(w0 * w0, axis=-1))))
-
-
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -784,14 +774,7 @@ def run_sgd(
 
     if not isinstance(config, SGDConfig):
         raise ValueError(f"config must be an SGDConfig, got {type(config).__name__}")
-    if cache is True:
-        store = Cache(namespace="sgd", version=ENGINE_VERSION)
-    elif cache is None or cache is False:
-        store = None
-    elif isinstance(cache, Cache):
-        store = cache
-    else:
-        store = Cache(cache, namespace="sgd", version=ENGINE_VERSION)
+    store = Cache.resolve(cache, namespace="sgd", version=ENGINE_VERSION)
 
     if store is not None:
         hit = store.load(config)

@@ -134,17 +134,11 @@ def run_unstable(config: UnstableLR, cache: Cache | bool | None = True, progress
     """
     if not isinstance(config, UnstableLR):
         raise ValueError(f"config must be an UnstableLR, got {type(config).__name__}")
-    flow_cache = None
-    if cache is True:
-        flow_cache = Cache(namespace="flow", version=VERSION)
-    elif cache not in (None, False):
-        flow_cache = Cache(cache, namespace="flow", version=VERSION)
-    sgd_cache = cache if cache is not None else False
-    flow = run_flow(config.flow_run(), flow_cache)
+    flow = run_flow(config.flow_run(), Cache.resolve(cache, namespace="flow", version=VERSION))
     a = np.asarray(config.model.teacher().coefficients, dtype=np.float64)
     samples, times, loss, escapes, winners = [], [], [], [], []
     for p_star in config.p_stars:
-        result = run_sgd(config.sgd_config(p_star), cache=sgd_cache, progress=progress)
+        result = run_sgd(config.sgd_config(p_star), cache=cache, progress=progress)
         samples.append(config.batch * result.steps.astype(np.float64))
         times.append(result.times)
         loss.append(result.loss)
@@ -193,28 +187,20 @@ def escape_deviation(result: UnstableResult) -> tuple[np.ndarray, np.ndarray]:
     return deviation, same
 
 
-def samples_to_top(result: UnstableResult) -> np.ndarray:
-    r"""Samples each run needed to learn its own top :math:`P_*` directions, shape (K, S).
-
-    The last escape among directions :math:`1..P_*`, converted to samples :math:`B\,t/\eta`
-    (``inf`` if one of them was never learned).
-    """
-    K = result.p_stars.size
-    out = np.empty((K, result.escapes.shape[1]))
-    for i, p_star in enumerate(result.p_stars):
-        last = np.max(result.escapes[i, :, :p_star], axis=1)
-        out[i] = result.batch * last / result.rates[i]
-    return out
-
-
 def samples_to_top_at(result: UnstableResult, row: int) -> np.ndarray:
     r"""Samples the run ``row`` needed to learn the top :math:`P_*` for every :math:`P_*` in
-    ``p_stars``, shape (K, S): e.g. ``row = -1`` gives the stable rule's cost of each target."""
+    ``p_stars``, shape (K, S): the last escape among directions :math:`1..P_*`, converted to
+    samples :math:`B\,t/\eta` (``inf`` if one of them was never learned). ``row = -1`` gives the
+    stable rule's cost of each target."""
     row = require_int("row", row, -result.p_stars.size, result.p_stars.size - 1)
-    out = np.empty((result.p_stars.size, result.escapes.shape[1]))
-    for i, p_star in enumerate(result.p_stars):
-        out[i] = result.batch * np.max(result.escapes[row, :, :p_star], axis=1) / result.rates[row]
-    return out
+    last = np.stack([np.max(result.escapes[row, :, :p_star], axis=1) for p_star in result.p_stars])
+    return result.batch * last / result.rates[row]
+
+
+def samples_to_top(result: UnstableResult) -> np.ndarray:
+    r"""Samples each run needed to learn its *own* top :math:`P_*` directions, shape (K, S): the
+    diagonal of :func:`samples_to_top_at` over the runs."""
+    return np.stack([samples_to_top_at(result, i)[i] for i in range(result.p_stars.size)])
 
 
 def loss_at(result: UnstableResult, row: int, samples) -> np.ndarray:

@@ -233,3 +233,13 @@ def test_sgd_crash_resumes_from_checkpoint(tmp_path, monkeypatch):
     np.testing.assert_array_equal(resumed.overlaps, reference.overlaps)
     np.testing.assert_array_equal(resumed.loss, reference.loss)
     assert store.load(config, tag="partial") is None and store.load(config) is not None
+
+
+def test_resolve_names_every_kind_of_cache_argument(tmp_path):
+    assert Cache.resolve(None) is None and Cache.resolve(False) is None
+    given = Cache(tmp_path / "a", namespace="x")
+    assert Cache.resolve(given, namespace="y") is given
+    folder = Cache.resolve(tmp_path / "b", namespace="sgd", version="v")
+    assert (folder.directory, folder.namespace, folder.version) == (tmp_path / "b", "sgd", "v")
+    default = Cache.resolve(True, namespace="flow")
+    assert default.directory == default_directory() and default.namespace == "flow"
