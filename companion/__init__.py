@@ -34,6 +34,7 @@ from companion.dynamics import (  # noqa: E402
     stability_step,
     vector_field,
 )
+from companion.errors import DivergenceError  # noqa: E402
 from companion.hermite import (  # noqa: E402
     Activation,
     activation_from_callable,
@@ -83,6 +84,7 @@ __all__ = [
     "Activation",
     "BlowUpError",
     "Comparison",
+    "DivergenceError",
     "ModelConfig",
     "PRESETS",
     "Selection",

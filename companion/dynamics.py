@@ -53,10 +53,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from companion._core import cast_teacher, check_state, check_times, interval_steps, is_axes, summary
 from companion._validate import require_finite_array, require_int, require_real, warn
+from companion.errors import BlowUpError
 from companion.hermite import Activation
 from companion.loss import population_loss
-from companion.student import _safe_norm, overlaps
+from companion.student import overlaps, unit_directions
 from companion.teacher import Teacher
 
 
@@ -89,8 +91,8 @@ def vector_field(V: Float[Array, "m d"], teacher: Teacher, axes: bool = False) -
     :math:`\bar V` and the teacher products cost nothing, which halves the cost when P = m.
     """
     w = jnp.sum(V * V, axis=-1)
-    r = _safe_norm(V)
-    unit = V / r[:, None]
+    unit = unit_directions(V)
+    r = jnp.sqrt(jnp.maximum(w, jnp.finfo(V.dtype).tiny))
     act = teacher.activation
     a = teacher.coefficients.astype(V.dtype)
     star = teacher.directions.astype(V.dtype)
@@ -106,18 +108,8 @@ def vector_field(V: Float[Array, "m d"], teacher: Teacher, axes: bool = False) -
     return (2.0 * g - radial)[:, None] * V + r[:, None] * D
 
 
-def _cast_teacher(teacher: Teacher, dtype) -> Teacher:
-    """The teacher with its arrays in ``dtype`` (so a float64 state is not rounded through float32)."""
-    return jax.tree_util.tree_map(lambda x: x.astype(dtype), teacher)
 
 
-def _summaries(V, teacher: Teacher):
-    """What a record keeps at one time: overlaps (m, P), norms² (m,), closed-form loss ()."""
-    return (
-        overlaps(V, teacher),
-        jnp.sum(V * V, axis=-1),
-        population_loss(V, teacher),
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,18 +145,6 @@ class Trajectory(NamedTuple):
     method: str
 
 
-class BlowUpError(FloatingPointError):
-    """The integration left the region gradient flow can reach (non-finite or exploding norms).
-
-    Attributes:
-        time: the gradient-flow time at which the blow-up was detected.
-    """
-
-    def __init__(self, message: str, time: float):
-        super().__init__(message)
-        self.time = time
-
-
 def log_times(t_max: float, n: int, t_min: float | None = None) -> np.ndarray:
     r"""n record times spaced evenly in :math:`\log t` from ``t_min`` to ``t_max`` (both included).
 
@@ -182,28 +162,8 @@ def log_times(t_max: float, n: int, t_min: float | None = None) -> np.ndarray:
     return np.geomspace(t_min, t_max, n)
 
 
-def _check_times(times) -> np.ndarray:
-    times = require_finite_array("times", np.asarray(times, dtype=np.float64))
-    if times.ndim != 1 or times.size < 1:
-        raise ValueError(f"times must be a non-empty 1-D array of record times, got shape {times.shape}")
-    if times[0] < 0:
-        raise ValueError(f"times must be >= 0 (the flow starts at t = 0), got times[0] = {times[0]}")
-    if np.any(np.diff(times) <= 0):
-        bad = int(np.argmax(np.diff(times) <= 0))
-        raise ValueError(f"times must be strictly increasing, but times[{bad}] = {times[bad]} >= times[{bad + 1}] = {times[bad + 1]}")
-    if times[-1] <= 0:
-        raise ValueError(f"times: the horizon times[-1] must be > 0, got {times[-1]}")
-    return times
 
 
-def _check_state(V0, teacher: Teacher):
-    V0 = jnp.asarray(V0)
-    if V0.ndim != 2 or V0.shape[1] != teacher.d:
-        raise ValueError(f"V0 must have shape (m, d) with d = {teacher.d}, got {V0.shape}")
-    if not jnp.issubdtype(V0.dtype, jnp.floating):
-        raise ValueError(f"V0 must be a floating-point array, got dtype {V0.dtype}")
-    require_finite_array("V0", np.asarray(V0))
-    return V0
 
 
 def default_norm_bound(V0, teacher: Teacher) -> float:
@@ -232,10 +192,6 @@ def stability_step(teacher: Teacher) -> float:
     return 1.0 / (2.0 * float(teacher.activation.kernel(1.0)) * a_max)
 
 
-def _is_axes(teacher: Teacher) -> bool:
-    """Whether the teacher directions are exactly e_1..e_P (then the fast path of vector_field applies)."""
-    directions = np.asarray(teacher.directions)
-    return bool(np.array_equal(directions, np.eye(*directions.shape, dtype=directions.dtype)))
 
 
 @partial(jax.jit, static_argnames="axes")
@@ -258,7 +214,7 @@ def _euler_scan(V0, teacher: Teacher, counts, steps, bound, axes: bool):
             return i + 1, V, ~(w_max <= bound)
 
         done, V, bad = jax.lax.while_loop(keep_going, one_step, (jnp.zeros((), counts.dtype), V, bad))
-        return (V, bad), (_summaries(V, teacher), done, bad)
+        return (V, bad), (summary(V, teacher), done, bad)
 
     (V, _), (records, done, bad) = jax.lax.scan(advance, (V0, jnp.zeros((), bool)), (counts, steps))
     return V, records, done, bad
@@ -293,25 +249,21 @@ def euler_flow(
         BlowUpError: the state became non-finite or a norm² exceeded ``max_norm_sq``; the message
             gives the time and a smaller step to try.
     """
-    times = _check_times(times)
+    times = check_times(times)
     dt = require_real("dt", dt, low=0.0, low_open=True)
-    V0 = _check_state(V0, teacher)
+    V0 = check_state(V0, teacher)
     bound = default_norm_bound(V0, teacher) if max_norm_sq is None else require_real("max_norm_sq", max_norm_sq, low=0.0, low_open=True)
-    teacher_c = _cast_teacher(teacher, V0.dtype)
+    teacher_c = cast_teacher(teacher, V0.dtype)
     limit = stability_step(teacher)
     if dt >= limit:
         warn(
             f"euler_flow: dt = {dt:g} >= 1/(2 kappa(1) a_max) = {limit:.3g}: a learned neuron's norm is "
             "linearly unstable under this Euler step (it oscillates around a_p or blows up)"
         )
-    widths = np.diff(np.concatenate([[0.0], times]))
-    # The 1e-9 slack keeps an interval that is a multiple of dt up to round-off from gaining a step.
-    counts = np.ceil(widths / dt - 1e-9).astype(np.int64)
-    counts[widths > 0] = np.maximum(counts[widths > 0], 1)
-    steps = np.where(counts > 0, widths / np.maximum(counts, 1), 0.0)
+    counts, steps = interval_steps(times, dt)
     V, (C, w, loss), done, bad = _euler_scan(
         V0, teacher_c, jnp.asarray(counts), jnp.asarray(steps, V0.dtype), jnp.asarray(bound, V0.dtype),
-        axes=_is_axes(teacher),
+        axes=is_axes(teacher),
     )
     bad = np.asarray(bad)
     if bad.any():
@@ -322,7 +274,7 @@ def euler_flow(
             f"state became non-finite or a norm^2 exceeded {bound:.3g}. dt = {dt:g} is too large; try "
             f"dt = {min(dt / 2, limit / 4):.3g} (a learned neuron's norm is linearly stable only for dt < "
             f"1/(2 kappa(1) a_max) = {limit:.3g}, and accurate escape times need several times less)",
-            time=t_bad,
+            time=t_bad, step=int(np.sum(np.asarray(done)[: j + 1])), lr=dt,
         )
     return Trajectory(
         times=times,
@@ -360,13 +312,13 @@ def reference_flow(
     """
     import diffrax
 
-    times = _check_times(times)
+    times = check_times(times)
     rtol = require_real("rtol", rtol, low=0.0, low_open=True)
     atol = require_real("atol", atol, low=0.0, low_open=True)
     max_steps = require_int("max_steps", max_steps, 1)
-    V0 = _check_state(V0, teacher)
-    teacher_c = _cast_teacher(teacher, V0.dtype)
-    axes = _is_axes(teacher)
+    V0 = check_state(V0, teacher)
+    teacher_c = cast_teacher(teacher, V0.dtype)
+    axes = is_axes(teacher)
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, args: vector_field(y, args, axes)),
         diffrax.Tsit5(),
@@ -377,7 +329,7 @@ def reference_flow(
         args=teacher_c,
         saveat=diffrax.SaveAt(
             subs=[
-                diffrax.SubSaveAt(ts=jnp.asarray(times, V0.dtype), fn=lambda t, y, args: _summaries(y, args)),
+                diffrax.SubSaveAt(ts=jnp.asarray(times, V0.dtype), fn=lambda t, y, args: summary(y, args)),
                 diffrax.SubSaveAt(t1=True),
             ]
         ),
@@ -438,7 +390,7 @@ def crossing_time(times, values, threshold: float = 0.5) -> np.ndarray:
     Returns:
         float64 array of shape ``values.shape[1:]``.
     """
-    times = _check_times(times)
+    times = check_times(times)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim < 1 or values.shape[0] != times.size:
         raise ValueError(f"values must have shape (R, ...) with R = len(times) = {times.size}, got {values.shape}")
@@ -631,9 +583,10 @@ def _reduced_rhs(t, c, w, a, activation, escaped_at, escape_norm, kappa1):
     return dc, dw
 
 
-@partial(jax.jit, static_argnames=("activation", "threshold", "resolution", "cap"))
+@partial(jax.jit, static_argnames=("activation", "resolution"))
 def _refined_scan(C0, W0, a, students, teachers, horizons, activation, threshold, resolution, cap):
-    """Greedy-order scan: integrate each winner's (c, w) by RK4 until c_q^2 >= threshold."""
+    """Greedy-order scan: integrate each winner's (c, w) by RK4 until c_q^2 >= threshold (threshold
+    and cap traced: new values do not recompile)."""
     kappa1 = activation.kernel(1.0)
 
     def stage(carry, x):
@@ -759,7 +712,8 @@ def refined_escape_times(
     horizons = np.where(np.isfinite(horizons), horizons, 1.0)
     crossings, _ = _refined_scan(
         jnp.asarray(C0), jnp.asarray(W0), jnp.asarray(a), jnp.asarray(students), jnp.asarray(teachers),
-        jnp.asarray(horizons), activation, float(threshold), resolution, float(cap),
+        jnp.asarray(horizons), activation, jnp.asarray(threshold, jnp.asarray(C0).dtype), resolution,
+        jnp.asarray(cap, jnp.asarray(C0).dtype),
     )
     result = np.asarray(crossings, dtype=np.float64)
     return np.where((s0 > 0) & (a[teachers] > 0), result, np.inf)

@@ -82,13 +82,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from companion._core import cast_teacher, check_state, check_times, draw, interval_steps, log_steps
 from companion._validate import require_int, require_real, warn
 from companion.cache import Cache
 from companion.config import ModelConfig
 from companion.dynamics import (
-    _cast_teacher,
-    _check_state,
-    _check_times,
     decoupled_blowup_time,
     euler_flow,
     reduced_direction_field,
@@ -96,7 +94,7 @@ from companion.dynamics import (
 from companion.hermite import Activation, get_activation
 from companion.scaling import PowerLawFit, fit_power_law
 from companion.selection import strength_matrix
-from companion.sgd import _series, _step_key
+from companion.loss import activation_series
 from companion.student import init_student, unit_directions
 from companion.teacher import Teacher, make_teacher, power_law_coefficients
 
@@ -172,14 +170,6 @@ class PhaseOne(NamedTuple):
     record_directions: np.ndarray | None = None
 
 
-def _interval_steps(times: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """Steps per record interval and their size (each record lands exactly on its time), as euler_flow."""
-    widths = np.diff(np.concatenate([[0.0], times]))
-    counts = np.ceil(widths / dt - 1e-9).astype(np.int64)
-    counts[widths > 0] = np.maximum(counts[widths > 0], 1)
-    return counts, np.where(counts > 0, widths / np.maximum(counts, 1), 0.0)
-
-
 @partial(jax.jit, static_argnames="activation")
 def _phase_one_scan(C0, rho0, a, counts, steps, activation: Activation):
     """Projected Euler steps on (C, rho), the teacher-span overlaps and the orthogonal mass."""
@@ -229,15 +219,15 @@ def phase_one_flow(V0: Float[Array, "m d"], teacher: Teacher, times, dt: float) 
     Returns:
         a :class:`PhaseOne` with ``method="euler"``, ``samples=0``.
     """
-    times = _check_times(times)
+    times = check_times(times)
     dt = require_real("dt", dt, low=0.0, low_open=True)
-    V0 = _check_state(V0, teacher)
-    teacher_c = _cast_teacher(teacher, V0.dtype)
+    V0 = check_state(V0, teacher)
+    teacher_c = cast_teacher(teacher, V0.dtype)
     limit = phase_one_stability_step(teacher)
     if dt >= limit:
         warn(f"phase_one_flow: dt = {dt:g} >= 2/(kappa'(1) a_max) = {limit:.3g}: a converged neuron is unstable")
     C0, rho0, U = _split_directions(V0, teacher_c)
-    counts, steps = _interval_steps(times, dt)
+    counts, steps = interval_steps(times, dt)
     C, rho, records = _phase_one_scan(
         C0, rho0, teacher_c.coefficients, jnp.asarray(counts), jnp.asarray(steps, V0.dtype), teacher_c.activation
     )
@@ -245,16 +235,14 @@ def phase_one_flow(V0: Float[Array, "m d"], teacher: Teacher, times, dt: float) 
     return PhaseOne(times, np.asarray(records), np.asarray(C0), np.asarray(directions), int(counts.sum()), 0, dt, "euler")
 
 
-@partial(jax.jit, static_argnames=("activation", "batch", "keep"))
-def _phase_one_sgd_scan(unit0, star, a, key, counts, starts, lr, activation: Activation, batch: int,
-                        keep: bool = False):
-    sigma = _series(activation, derivative=False)
-    dsigma = _series(activation)
+@partial(jax.jit, static_argnames=("batch", "keep"))
+def _phase_one_sgd_scan(unit0, teacher: Teacher, key, counts, starts, lr, batch: int, keep: bool = False):
+    dsigma = activation_series(teacher.activation)
+    star = teacher.directions
     d = unit0.shape[1]
 
     def step(i, unit, t0):
-        x = jax.random.normal(_step_key(key, t0 + i), (batch, d), unit.dtype)
-        y = sigma(x @ star.T) @ a
+        x, y = draw(key, t0 + i, batch, d, unit.dtype, 0.0, teacher, False, noisy=False)
         _, ds = dsigma(x @ unit.T)  # (B, m)
         g = (y[:, None] * ds).T @ x / batch  # (m, d): mean of y sigma'(z) x
         g = g - jnp.sum(g * unit, axis=1, keepdims=True) * unit
@@ -277,7 +265,7 @@ def phase_one_sgd(
     r"""Phase one by online spherical SGD on fresh samples.
 
     Step t draws B fresh samples :math:`x_b\sim N(0, I_d)`, :math:`y_b = f_*(x_b)` (from
-    ``fold_in(key, t)``) and moves every neuron along the tangential part of
+    ``step_key(key, t)``, :func:`companion._core.draw`) and moves every neuron along the tangential part of
     :math:`\frac1B\sum_b y_b\,\sigma'(\langle\bar v_k, x_b\rangle)\,x_b`, an unbiased estimate of the
     population drive :math:`(I - \bar v_k\bar v_k^\top)D_k`, then renormalizes. Time in
     gradient-flow units is :math:`t = \eta\cdot\text{steps}`; the sample count is ``batch * steps``.
@@ -299,8 +287,8 @@ def phase_one_sgd(
     lr = require_real("lr", lr, low=0.0, low_open=True)
     steps = require_int("steps", steps, 1)
     batch = require_int("batch", batch, 1)
-    V0 = _check_state(V0, teacher)
-    teacher_c = _cast_teacher(teacher, V0.dtype)
+    V0 = check_state(V0, teacher)
+    teacher_c = cast_teacher(teacher, V0.dtype)
     if isinstance(records, (tuple, list, np.ndarray)):
         marks = np.asarray([require_int("records entries", r, 1, steps) for r in records], dtype=np.int64)
         if marks.size == 0 or np.any(np.diff(marks) <= 0):
@@ -308,14 +296,13 @@ def phase_one_sgd(
         if marks[-1] != steps:
             marks = np.append(marks, steps)
     else:
-        records = require_int("records", records, 1)
-        marks = np.unique(np.round(np.geomspace(1, steps, records)).astype(np.int64))
+        marks = np.asarray(log_steps(steps, require_int("records", records, 1))[1:], dtype=np.int64)
     counts = np.diff(np.concatenate([[0], marks]))
     starts = np.concatenate([[0], marks[:-1]])
     unit0 = unit_directions(V0)
     unit, out = _phase_one_sgd_scan(
-        unit0, teacher_c.directions, teacher_c.coefficients, key, jnp.asarray(counts), jnp.asarray(starts),
-        jnp.asarray(lr, V0.dtype), teacher_c.activation, batch, bool(keep_directions),
+        unit0, teacher_c, key, jnp.asarray(counts), jnp.asarray(starts), jnp.asarray(lr, V0.dtype), batch,
+        bool(keep_directions),
     )
     C, kept = (out[0], np.asarray(out[1])) if keep_directions else (out, None)
     C = np.asarray(C)
@@ -467,7 +454,7 @@ def phase_two_samples(directions, teacher: Teacher, key: jax.Array, n: int, ridg
     ridge = _ridge(ridge)
     batch = require_int("batch", batch, 1)
     unit = unit_directions(jnp.asarray(directions, jnp.float64))
-    teacher64 = _cast_teacher(teacher, jnp.float64)
+    teacher64 = cast_teacher(teacher, jnp.float64)
     G = np.zeros((unit.shape[0],) * 2)
     b = np.zeros(unit.shape[0])
     sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
@@ -504,8 +491,8 @@ def phase_two_curve(V0: Float[Array, "m d"], teacher: Teacher, phase_one: PhaseO
     if phase_one.method != "euler":
         raise ValueError(f"phase_one: needs the population flow (method 'euler'), got method {phase_one.method!r}")
     ridge = _ridge(ridge)
-    V0 = _check_state(jnp.asarray(V0, jnp.float64), teacher)
-    _, _, U = _split_directions(V0, _cast_teacher(teacher, jnp.float64))
+    V0 = check_state(jnp.asarray(V0, jnp.float64), teacher)
+    _, _, U = _split_directions(V0, cast_teacher(teacher, jnp.float64))
     star, U = np.asarray(teacher.directions, np.float64), np.asarray(U)
     out = []
     for C in np.asarray(phase_one.overlaps, np.float64):
@@ -618,8 +605,6 @@ class SampleComparison:
     @property
     def record_steps(self) -> np.ndarray:
         """The single-phase steps :math:`s_j` of the budgets, shape (R,)."""
-        from companion.sgd import log_steps
-
         return np.asarray(log_steps(self.steps, self.records, self.first_step)[1:], dtype=np.int64)
 
     @property

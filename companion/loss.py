@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from jaxtyping import Array, Float
 
 from companion._validate import require_int
 from companion.student import norms_sq, student_output, unit_directions
+from companion.hermite import Activation
 from companion.teacher import Teacher
 
 
@@ -89,3 +91,94 @@ def monte_carlo_loss(
     mean = total / done
     variance = max(total_sq / done - mean**2, 0.0) * done / (done - 1)
     return mean, math.sqrt(variance / done)
+
+
+# ----------------------------------------------------------------------------------------------
+# The minibatch loss and its analytic gradient (used by every engine)
+# ----------------------------------------------------------------------------------------------
+#
+# With :math:`r_k = \|v_k\|`, :math:`z_{bk} = \langle\bar v_k, x_b\rangle` and the residual
+# :math:`e_b = f(x_b) - y_b`, the per-sample gradient averaged over a batch of B samples is
+# :math:`g_k = (2 s_k - c_k) v_k + r_k (A^\top X)_k` with :math:`A_{bk} = e_b\sigma'(z_{bk})/B`,
+# :math:`s_k = \sum_b e_b\sigma(z_{bk})/B`, :math:`c_k = \sum_b A_{bk} z_{bk}`: two matrix products.
+
+
+def activation_series(activation: Activation, derivative: bool = True) -> Callable:
+    r"""``z -> (σ(z), σ'(z))`` (or ``σ(z)`` alone) by the Hermite three-term recurrence.
+
+    Unlike :meth:`Activation.__call__` (a stack of :math:`h_0..h_K` contracted with the
+    coefficients), this is a chain of elementwise operations that XLA fuses into neighbouring
+    kernels; zero coefficients cost nothing beyond the recurrence itself.
+    :math:`h_{k+1} = (z h_k - \sqrt k\, h_{k-1})/\sqrt{k+1}` and :math:`h_{k+1}' = \sqrt{k+1}\,h_k`.
+    """
+    c = [float(v) for v in activation.coefficients]
+    K = len(c) - 1
+
+    def evaluate(z):
+        h_prev, h = jnp.ones_like(z), z
+        s = c[0] + c[1] * z if K >= 1 else jnp.full_like(z, c[0])
+        ds = jnp.full_like(z, c[1]) if K >= 1 else jnp.zeros_like(z)
+        for k in range(1, K):
+            h_prev, h = h, (z * h - math.sqrt(k) * h_prev) * (1.0 / math.sqrt(k + 1))
+            if c[k + 1] != 0.0:
+                s = s + c[k + 1] * h
+                if derivative:
+                    ds = ds + (c[k + 1] * math.sqrt(k + 1)) * h_prev
+        return (s, ds) if derivative else s
+
+    return evaluate
+
+
+def teacher_labels(teacher: Teacher, x, axes: bool):
+    r""":math:`f_*(x)` for a batch (..., d); ``axes`` uses :math:`v_p^* = e_p` (no matmul)."""
+    proj = x[..., : teacher.P] if axes else x @ teacher.directions.T
+    return activation_series(teacher.activation, derivative=False)(proj) @ teacher.coefficients
+
+
+def minibatch_loss(V: Float[Array, "m d"], x: Float[Array, "B d"], y: Float[Array, " B"], activation: Activation):
+    r"""Mean per-sample loss :math:`\frac1B\sum_b \tfrac12(f(x_b) - y_b)^2` (for ``jax.grad``)."""
+    r2 = jnp.sum(V * V, axis=-1)
+    unit = V / jnp.sqrt(jnp.maximum(r2, jnp.finfo(V.dtype).tiny))[:, None]
+    f = activation_series(activation, derivative=False)(x @ unit.T) @ r2
+    return 0.5 * jnp.mean((f - y) ** 2)
+
+
+def minibatch_gradient_terms(V, x, y, activation: Activation):
+    r"""The pieces of the analytic minibatch gradient: ``(coef (m,), r (m,), G (m, d), r2 (m,))``.
+
+    The gradient is ``coef[:, None] * V + r[:, None] * G`` with :math:`\text{coef}_k = 2 s_k - c_k`,
+    :math:`r_k = \|v_k\|`, :math:`G = A^\top X` and :math:`r2_k = \|v_k\|^2` (see
+    :func:`minibatch_gradient`); the SGD engine uses them in fused form.
+    """
+    B = x.shape[0]
+    r2 = jnp.sum(V * V, axis=-1)
+    r = jnp.sqrt(jnp.maximum(r2, jnp.finfo(V.dtype).tiny))
+    z = (x @ V.T) / r  # (B, m): <v̄_k, x_b>
+    s, ds = activation_series(activation)(z)
+    e = s @ r2 - y  # residuals f(x_b) - y_b
+    A = e[:, None] * ds * (1.0 / B)
+    c = jnp.sum(A * z, axis=0)
+    s_mean = (e @ s) * (1.0 / B)
+    G = A.T @ x  # (m, d)
+    return 2.0 * s_mean - c, r, G, r2
+
+
+def minibatch_gradient(V: Float[Array, "m d"], x: Float[Array, "B d"], y: Float[Array, " B"], activation: Activation):
+    r"""Analytic mean per-sample gradient :math:`\frac1B\sum_b\nabla_V\tfrac12(f(x_b)-y_b)^2`, shape (m, d).
+
+    In matmul form: :math:`g_k = (2 s_k - c_k) v_k + r_k (A^\top X)_k` (module docstring). Equals
+    ``jax.grad(minibatch_loss)`` (tested to round-off in float64); a zero row gets a zero gradient.
+    """
+    coef, r, G, _ = minibatch_gradient_terms(V, x, y, activation)
+    return coef[:, None] * V + r[:, None] * G
+
+
+def sgd_update(V, x, y, lr, activation: Activation):
+    r"""One SGD step in fused form, ``V - lr * minibatch_gradient(...)``, and :math:`\max_k\|v_k\|^2` before it."""
+    coef, r, G, r2 = minibatch_gradient_terms(V, x, y, activation)
+    return (1.0 - lr * coef)[:, None] * V - (lr * r)[:, None] * G, jnp.max(r2)
+
+
+def sgd_step(V: Float[Array, "m d"], x: Float[Array, "B d"], y: Float[Array, " B"], lr, activation: Activation):
+    r"""One plain SGD step :math:`V \leftarrow V - \eta\,g` on the minibatch (x, y)."""
+    return sgd_update(V, x, y, lr, activation)[0]

@@ -196,12 +196,13 @@ def test_sgd_result_is_cached_identically(tmp_path):
 def test_sgd_crash_resumes_from_checkpoint(tmp_path, monkeypatch):
     """A run interrupted after a checkpoint resumes from it, finishes identically, and leaves no
     partial entry behind; an interrupted run is never loaded as a finished one."""
+    import companion._sgd_engine as engine
     import companion.sgd as sgd
 
     config = SGDConfig(ModelConfig.preset("test", seed=2), lr=3e-4, steps=6000, record=(0, 50, 3000, 6000), block=64)
     reference = run_sgd(config, cache=False)
 
-    real_measure = sgd._measure
+    real_measure = engine.measure
     calls = {"n": 0}
 
     def crash_on_third_record(*args, **kwargs):
@@ -210,7 +211,7 @@ def test_sgd_crash_resumes_from_checkpoint(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(sgd, "_measure", crash_on_third_record)
+    monkeypatch.setattr(engine, "measure", crash_on_third_record)
     with pytest.raises(KeyboardInterrupt):
         run_sgd(config, cache=tmp_path, checkpoint_seconds=0.0, chunk_seconds=1e-9)
     store = Cache(tmp_path, namespace="sgd", version=sgd.ENGINE_VERSION)
@@ -218,15 +219,15 @@ def test_sgd_crash_resumes_from_checkpoint(tmp_path, monkeypatch):
     partial = store.load(config, tag="partial")
     assert partial is not None and 50 <= int(partial[0]["step"]) <= 3000
 
-    monkeypatch.setattr(sgd, "_measure", real_measure)
+    monkeypatch.setattr(engine, "measure", real_measure)
     advanced = []
-    real_advance = sgd._advance
+    real_advance = engine.advance
 
-    def counting_advance(state, teacher, lr, n, **kw):
+    def counting_advance(state, teacher, lr, bound, noise, n, **kw):
         advanced.append(int(n))
-        return real_advance(state, teacher, lr, n, **kw)
+        return real_advance(state, teacher, lr, bound, noise, n, **kw)
 
-    monkeypatch.setattr(sgd, "_advance", counting_advance)
+    monkeypatch.setattr(engine, "advance", counting_advance)
     resumed = run_sgd(config, cache=tmp_path)
     assert sum(advanced) == 6000 - int(partial[0]["step"])  # it did not start over
     np.testing.assert_array_equal(resumed.final_state, reference.final_state)

@@ -10,11 +10,10 @@ import pytest
 import companion  # noqa: F401  (enables x64 before any array is made)
 from companion.config import ModelConfig
 from companion.hermite import activation_from_coefficients, get_activation
-from companion.loss import population_gradient
+from companion.loss import activation_series, population_gradient
 from companion.sgd import (
     SGDConfig,
     SGDDivergenceError,
-    _series,
     log_steps,
     minibatch_gradient,
     minibatch_loss,
@@ -43,7 +42,7 @@ def _random_state(key, m, d, B, dtype=jnp.float64):
 @pytest.mark.parametrize("activation", [H4, MIXED], ids=["h4", "mixed"])
 def test_series_matches_activation(activation):
     z = jnp.linspace(-5.0, 5.0, 101, dtype=jnp.float64)
-    s, ds = _series(activation)(z)
+    s, ds = activation_series(activation)(z)
     np.testing.assert_allclose(s, activation(z), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ds, activation.derivative(z), rtol=1e-12, atol=1e-12)
 
@@ -268,7 +267,7 @@ def test_learning_rate_helpers():
 
 
 def test_fast_normal_is_jax_normal_bit_for_bit():
-    from companion.sgd import _normal
+    from companion._prng import normal as _normal
 
     for seed, shape in [(0, (7,)), (1, (3, 129)), (2, (4, 1, 64))]:
         key = jax.random.key(seed)
