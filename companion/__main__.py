@@ -157,6 +157,7 @@ def _reproduce(args) -> dict:
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    __import__("companion").enable_float64()  # the CLI computes as the book does (64-bit types on)
     try:
         summary = _simulate(args) if args.command == "simulate" else _reproduce(args)
     except ValueError as error:  # a bad value: say which, exit 2 like argparse does

@@ -84,6 +84,12 @@ def interval_steps(times: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray
     return counts, np.where(counts > 0, widths / np.maximum(counts, 1), 0.0)
 
 
+def require_float64(what: str) -> None:
+    """Raise a clear error if 64-bit types are off (JAX would silently compute in float32)."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(f"{what} computes in float64, but 64-bit types are off: call companion.enable_float64() first")
+
+
 def counter_dtype():
     """Step counters: int64 when 64-bit types are enabled, else int32 (runs < 2**31 steps)."""
     return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32

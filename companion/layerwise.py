@@ -82,7 +82,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from companion._core import cast_teacher, check_state, check_times, draw, interval_steps, log_steps
+from companion._core import cast_teacher, check_state, check_times, draw, interval_steps, log_steps, require_float64
 from companion._validate import require_int, require_real, warn
 from companion.cache import Cache
 from companion.config import ModelConfig
@@ -393,7 +393,8 @@ def feature_moments(directions, teacher: Teacher) -> tuple[np.ndarray, np.ndarra
     and :math:`b_k = \mathbb E[f_*(x)\sigma(\langle\bar v_k,x\rangle)] = \sum_q a_q\kappa(\langle\bar v_k, v_q^*\rangle)`,
     in float64. Returns ``(G (m, m), b (m,))``.
     """
-    U = np.asarray(unit_directions(jnp.asarray(directions, jnp.float64)))
+    D = np.asarray(directions, dtype=np.float64)
+    U = D / np.sqrt(np.maximum(np.sum(D * D, axis=-1), np.finfo(np.float64).tiny))[:, None]
     star = np.asarray(teacher.directions, dtype=np.float64)
     a = np.asarray(teacher.coefficients, dtype=np.float64)
     kernel = teacher.activation.kernel
@@ -453,6 +454,7 @@ def phase_two_samples(directions, teacher: Teacher, key: jax.Array, n: int, ridg
     n = require_int("n", n, 1)
     ridge = _ridge(ridge)
     batch = require_int("batch", batch, 1)
+    require_float64("phase_two_samples")
     unit = unit_directions(jnp.asarray(directions, jnp.float64))
     teacher64 = cast_teacher(teacher, jnp.float64)
     G = np.zeros((unit.shape[0],) * 2)
@@ -491,6 +493,7 @@ def phase_two_curve(V0: Float[Array, "m d"], teacher: Teacher, phase_one: PhaseO
     if phase_one.method != "euler":
         raise ValueError(f"phase_one: needs the population flow (method 'euler'), got method {phase_one.method!r}")
     ridge = _ridge(ridge)
+    require_float64("phase_two_curve")
     V0 = check_state(jnp.asarray(V0, jnp.float64), teacher)
     _, _, U = _split_directions(V0, cast_teacher(teacher, jnp.float64))
     star, U = np.asarray(teacher.directions, np.float64), np.asarray(U)

@@ -207,14 +207,22 @@ def test_seeds_vmap_and_sharding_agree_with_single_runs():
         np.testing.assert_array_equal(sequential.final_state[j], single.final_state[0])
         np.testing.assert_allclose(vectorized.final_state[j], single.final_state[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(sharded.final_state, vectorized.final_state, rtol=1e-5, atol=1e-7)
-    assert not np.allclose(sequential.final_state[0], sequential.final_state[1])
+    # the two runs are different runs (their own start and stream), far beyond the tolerances above
+    assert np.max(np.abs(sequential.final_state[0] - sequential.final_state[1])) > 1e-2
+    np.testing.assert_allclose(vectorized.loss, sequential.loss, rtol=1e-4)
 
 
-def test_label_noise_enters():
+def test_label_noise_enters_linearly_on_the_same_inputs():
+    """The noise is drawn from its own key (the inputs do not move), so over a short run the
+    deviation from the noiseless run is linear in the noise level: half the level, half the deviation."""
     base = SGDConfig(ModelConfig.preset("test", seed=4), lr=3e-4, steps=500, record=(500,))
     clean = run_sgd(base, cache=False)
-    noisy = run_sgd(base.replace(label_noise=0.5), cache=False)
-    assert not np.allclose(clean.final_state, noisy.final_state)
+    full = run_sgd(base.replace(label_noise=0.5), cache=False)
+    half = run_sgd(base.replace(label_noise=0.25), cache=False)
+    dev_full = np.linalg.norm(full.final_state - clean.final_state)
+    dev_half = np.linalg.norm(half.final_state - clean.final_state)
+    assert dev_full > 1e-3 * np.linalg.norm(clean.final_state)
+    assert 1.8 < dev_full / dev_half < 2.2
 
 
 def test_divergence_guard_fires_with_step_lr_and_range():
@@ -226,9 +234,12 @@ def test_divergence_guard_fires_with_step_lr_and_range():
     assert "step" in message and "lr = 0.05" in message and "lr <=" in message
     assert 0 <= err.step < 200_000 and err.lr == 0.05 and err.seeds == [0]
     assert f"{0.5 * stability_edge(32, 1):.3g}" in message
-    # no silent NaN: whatever was recorded before the divergence is finite
-    if err.partial is not None:
-        assert np.all(np.isfinite(err.partial.loss))
+    # no silent NaN: the records taken before the divergence (step 0 at least) come with the error,
+    # all finite and all at or before the step that broke the bound
+    assert err.partial is not None and err.partial.steps[0] == 0
+    assert np.all(err.partial.steps <= err.step) and err.partial.loss.shape == (1, err.partial.steps.size)
+    assert np.all(np.isfinite(err.partial.loss))
+    assert err.time == pytest.approx(err.lr * err.step) and isinstance(err, companion.DivergenceError)
 
 
 def test_nan_state_is_caught():
@@ -305,7 +316,7 @@ def test_runs_shard_over_two_devices():
     import sys
 
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
