@@ -37,8 +37,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import companion  # noqa: E402,F401
+companion.enable_float64()  # as the book does: float64 references, float64-recorded loss
 from companion.config import ModelConfig  # noqa: E402
-from companion.sgd import SGDConfig, SGDState, _advance, _auto_block, build, sgd_step  # noqa: E402
+from companion._sgd_engine import advance  # noqa: E402
+from companion.sgd import SGDConfig, SGDState, auto_block, build, sgd_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZES = [(128, 64, 32), (512, 256, 128), (2048, 1024, 1024)]
@@ -126,12 +128,13 @@ def engine_rate(d, m, P, batch, seconds=1.5):
     """Steady-state samples/s of the engine (the jitted advance that ``simulate`` dispatches)."""
     config = SGDConfig(ModelConfig(d=d, P=P, m=m), lr=1e-9, steps=1, batch=batch)
     teachers, V0, keys = build(config)
-    block = _auto_block(batch, d)
-    static = dict(batch=batch, block=block, axes=True, bound=1e30, noise=0.0,
+    block = auto_block(batch, d)
+    static = dict(batch=batch, block=block, axes=True, noisy=False,
                   unroll=4 if m * d <= (1 << 15) and batch == 1 else 1, teacher_batched=False, vectorize=False)
     state = SGDState(V0, jax.random.key_data(keys), jnp.zeros((), jnp.int64), jnp.full((1,), -1, jnp.int64))
     lr = jnp.asarray(1e-9, jnp.float64)
-    run = lambda n: _advance(state, teachers[0], lr, n, **static).V.block_until_ready()  # noqa: E731
+    bound, noise = jnp.asarray(1e30, V0.dtype), jnp.asarray(0.0, V0.dtype)
+    run = lambda n: advance(state, teachers[0], lr, bound, noise, n, **static).V.block_until_ready()  # noqa: E731
     tic = time.perf_counter()
     run(block)  # compile
     compile_s = time.perf_counter() - tic

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import companion  # noqa: F401
+companion.enable_float64()  # as the book does: float64 references, float64-recorded loss
 from companion.config import ModelConfig
 from companion.sgd import find_stability_edge
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import companion  # noqa: F401
+companion.enable_float64()  # as the book does: float64 references, float64-recorded loss
 from companion.config import ModelConfig
 from companion.loss import population_gradient
 from companion.sgd import simulate, stability_edge

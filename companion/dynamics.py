@@ -57,7 +57,6 @@ from companion._core import cast_teacher, check_state, check_times, interval_ste
 from companion._validate import require_finite_array, require_int, require_real, warn
 from companion.errors import BlowUpError
 from companion.hermite import Activation
-from companion.loss import population_loss
 from companion.student import overlaps, unit_directions
 from companion.teacher import Teacher
 
