@@ -244,6 +244,102 @@ class SampleCurves(NamedTuple):
     layer_best: np.ndarray
 
 
+class CurveSummary(NamedTuple):
+    r"""One scheme's sample curves (:class:`SampleCurves`) reduced to what the chapter reports.
+
+    Attributes:
+        final: median over seeds of the loss at the largest budget.
+        final_max: the largest seed's loss there.
+        best: median over seeds of each curve's lowest loss over the budgets.
+        missed: median over seeds of :math:`\tfrac12\sum_{q\notin S}a_q^2` at the largest budget.
+        recovered: directions recovered per seed at the largest budget, shape (S,).
+        drops: how often, over seeds and consecutive budgets, the recovered count fell.
+        precision, precision_low: median and smallest :math:`\max_k c_{kq}^2` over the directions
+            held (:math:`\ge 1/2`) at the largest budget, all seeds pooled (NaN if none is held).
+    """
+
+    final: float
+    final_max: float
+    best: float
+    missed: float
+    recovered: np.ndarray
+    drops: int
+    precision: float
+    precision_low: float
+
+
+def summarize_curves(curves: SampleCurves, scheme: str) -> CurveSummary:
+    """The :class:`CurveSummary` of ``scheme`` (``"single"`` or ``"layer"``) in ``curves``."""
+    if scheme not in ("single", "layer"):
+        raise ValueError(f"scheme must be 'single' or 'layer', got {scheme!r}")
+    loss = np.asarray(getattr(curves, f"{scheme}_loss"), np.float64)
+    recovered = np.asarray(getattr(curves, f"{scheme}_recovered"))
+    best = np.asarray(getattr(curves, f"{scheme}_best"), np.float64)[:, -1]
+    held = best[best >= 0.5]
+    return CurveSummary(
+        final=float(np.median(loss[:, -1])),
+        final_max=float(loss[:, -1].max()),
+        best=float(np.median(loss.min(axis=1))),
+        missed=float(np.median(np.asarray(getattr(curves, f"{scheme}_missed"))[:, -1])),
+        recovered=recovered[:, -1],
+        drops=int(np.sum(np.diff(recovered, axis=1) < 0)),
+        precision=float(np.median(held)) if held.size else math.nan,
+        precision_low=float(held.min()) if held.size else math.nan,
+    )
+
+
+class Destinations(NamedTuple):
+    r"""Where the neurons of one start end under both schemes (:func:`neuron_destinations`).
+
+    Attributes:
+        single, layer: the direction each neuron lands on (:func:`landed_directions`, -1 for
+            none), after single-phase training and after layer-wise phase one, shape (m,) each.
+        predicted: the leading-order winner of each neuron (:func:`predicted_winners`), shape (m,).
+        single_counts, layer_counts: neurons per destination ``-1, 0, ..., P-1``, shape (P + 1,).
+        single_covered, layer_covered: distinct directions covered.
+        single_doubled: directions held by more than one neuron (single-phase).
+        single_idle: neurons with no direction (single-phase).
+        layer_on_top: neurons on the top direction q = 0 (layer-wise).
+        rule_agrees: layer-wise neurons landing where :func:`predicted_winners` says.
+    """
+
+    single: np.ndarray
+    layer: np.ndarray
+    predicted: np.ndarray
+    single_counts: np.ndarray
+    layer_counts: np.ndarray
+    single_covered: int
+    layer_covered: int
+    single_doubled: int
+    single_idle: int
+    layer_on_top: int
+    rule_agrees: int
+
+
+def neuron_destinations(V0, teacher: Teacher, times, dt: float, threshold: float = 0.5) -> Destinations:
+    r"""Run both schemes from ``V0`` (gradient flow on the squared loss by :func:`euler_flow`, and
+    layer-wise phase one by :func:`phase_one_flow`, both to ``times[-1]`` with step ``dt``) and
+    count where the neurons end: the direction q with :math:`c_{kq}^2 \ge` threshold, if any."""
+    single_run = euler_flow(V0, teacher, times, dt=dt)
+    layer_run = phase_one_flow(V0, teacher, times, dt=dt)
+    single = landed_directions(single_run.overlaps[-1], threshold)
+    layer = landed_directions(layer_run.overlaps[-1], threshold)
+    a = np.asarray(teacher.coefficients, np.float64)
+    predicted = predicted_winners(layer_run.initial_overlaps, a, teacher.activation)
+    bins = np.arange(-1, teacher.P)
+    return Destinations(
+        single=single, layer=layer, predicted=predicted,
+        single_counts=np.array([np.sum(single == q) for q in bins]),
+        layer_counts=np.array([np.sum(layer == q) for q in bins]),
+        single_covered=len(set(single[single >= 0].tolist())),
+        layer_covered=len(set(layer[layer >= 0].tolist())),
+        single_doubled=int(sum(np.sum(single == q) > 1 for q in range(teacher.P))),
+        single_idle=int(np.sum(single < 0)),
+        layer_on_top=int(np.sum(layer == 0)),
+        rule_agrees=int(np.sum(layer == predicted)),
+    )
+
+
 def _recovered(overlaps, threshold: float) -> int:
     landed = landed_directions(overlaps, threshold)
     return len(set(landed[landed >= 0].tolist()))

@@ -334,3 +334,46 @@ def test_bad_input_names_the_parameter():
         lw.layerwise_sweep("huge")
     with pytest.raises(ValueError, match="init_norm_sq"):
         lw.layerwise_sweep("test", model=cm.ModelConfig(d=16, P=1, m=1))
+
+
+def test_summarize_curves_on_planted_curves():
+    from companion.layerwise import SampleCurves, summarize_curves
+
+    loss = np.array([[0.5, 0.1, 0.2], [0.5, 0.05, 0.01], [0.4, 0.3, 0.03]])
+    recovered = np.array([[0, 2, 1], [0, 1, 3], [1, 1, 2]])
+    missed = np.array([[0.4, 0.1, 0.2], [0.4, 0.2, 0.0], [0.3, 0.3, 0.1]])
+    best = np.zeros((3, 3, 4))
+    best[:, -1] = [[0.9, 0.6, 0.2, 0.1], [0.95, 0.8, 0.7, 0.3], [0.55, 0.4, 0.3, 0.2]]
+    curves = SampleCurves(np.array([10, 20, 40]), np.array([5, 10, 20]), loss, loss, recovered, recovered,
+                          missed, missed, best, best)
+    s = summarize_curves(curves, "layer")
+    assert s.final == pytest.approx(0.03) and s.final_max == pytest.approx(0.2)
+    assert s.best == pytest.approx(0.03)  # medians of (0.1, 0.01, 0.03)
+    assert s.missed == pytest.approx(0.1) and s.recovered.tolist() == [1, 3, 2]
+    assert s.drops == 1  # seed 0 went from 2 to 1
+    assert s.precision == pytest.approx(np.median([0.9, 0.6, 0.95, 0.8, 0.7, 0.55]))
+    assert s.precision_low == pytest.approx(0.55)
+    assert summarize_curves(curves, "single") == s
+    with pytest.raises(ValueError, match="scheme"):
+        summarize_curves(curves, "both")
+
+
+def test_neuron_destinations_on_planted_starts():
+    """Neurons started close to distinct teacher directions stay there under both schemes; the
+    counts, coverage and the winner rule agree with the landings."""
+    from companion.layerwise import neuron_destinations
+
+    teacher = cm.make_teacher(16, 4, beta=0.8, dtype="float64")
+    rng = np.random.default_rng(0)
+    V0 = 0.02 * rng.standard_normal((6, 16))
+    for k, q in enumerate([0, 1, 2, 3]):
+        V0[k, q] = 0.3  # overlap^2 close to 1 with direction q
+    ends = neuron_destinations(jnp.asarray(V0), teacher, np.array([1.0, 5.0]), dt=0.01)
+    assert ends.layer[:4].tolist() == [0, 1, 2, 3] and ends.predicted[:4].tolist() == [0, 1, 2, 3]
+    assert ends.single[:4].tolist() == [0, 1, 2, 3]
+    for landed, counts in ((ends.single, ends.single_counts), (ends.layer, ends.layer_counts)):
+        assert counts.sum() == 6 and counts.tolist() == [int(np.sum(landed == q)) for q in range(-1, 4)]
+    assert ends.single_covered == 4 and ends.layer_covered == 4
+    assert ends.single_idle == int(np.sum(ends.single < 0))
+    assert ends.layer_on_top == int(np.sum(ends.layer == 0)) >= 1
+    assert 4 <= ends.rule_agrees <= 6
