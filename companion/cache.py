@@ -118,6 +118,11 @@ def _well_formed(record) -> bool:
 
 def check_writable(folder: Path) -> str | None:
     """``None`` if files can be created in ``folder`` (made if missing), else the reason (a short text)."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not folder.is_dir():
@@ -128,6 +133,11 @@ def check_writable(folder: Path) -> str | None:
     except OSError as error:
         return f"{folder} cannot be written ({error.strerror or error})"
     return None
+
+
+def unwritable_message(reason: str) -> str:
+    """What is said (once) when a cache folder cannot be written."""
+    return f"cache: {reason}; running without the results cache (nothing is loaded or stored)"
 
 
 @contextlib.contextmanager
@@ -255,17 +265,18 @@ class Cache:
             store = cls(cache, namespace=namespace, version=version)
         reason = store.writable()
         if reason is not None:
-            _say_once(f"unwritable:{store._folder()}",
-                      f"cache: {reason}; running without the results cache (nothing is loaded or stored)")
+            _say_once(f"unwritable:{reason}", unwritable_message(reason))
             return None
         return store
 
     def writable(self) -> str | None:
         """``None`` if this cache's folder can be written (checked once per process), else why not."""
-        folder = self._folder()
-        if str(folder) not in _writable:
-            _writable[str(folder)] = check_writable(folder)
-        return _writable[str(folder)]
+        for folder in (self.directory, self._folder()):
+            if str(folder) not in _writable:
+                _writable[str(folder)] = check_writable(folder)
+            if _writable[str(folder)] is not None:
+                return _writable[str(folder)]
+        return None
 
     def key(self, config: Any) -> str:
         return config_key(config, self.namespace, self.version)
