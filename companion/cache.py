@@ -346,9 +346,11 @@ class Cache:
                     raise
                 for orphan in self._orphans(json_path, keep=npz_path.name):
                     _discard(orphan)
-                if not tag:
-                    for checkpoint in json_path.parent.glob(f"{json_path.stem}.*.json"):
-                        self._remove_path(checkpoint)
+                if not tag:  # the finished entry supersedes every checkpoint and leftover of this key
+                    key = json_path.stem
+                    for path in json_path.parent.iterdir():
+                        if path.name.startswith((f"{key}.", f".{key}.")) and path not in (json_path, npz_path):
+                            _discard(path)
         except OSError as error:
             reason = errno.errorcode.get(error.errno or 0, type(error).__name__)
             _say_once(f"save:{self._folder()}:{reason}",

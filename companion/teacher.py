@@ -208,8 +208,8 @@ def make_teacher(
     else:
         raise ValueError(f"directions must be 'axes', 'random' or 'correlated', got {directions!r}")
     gram = np.asarray(frame, dtype=np.float64) @ np.asarray(frame, dtype=np.float64).T
-    moment = a @ np.asarray(act.kernel(gram)) @ a
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        moment = a @ np.asarray(act.kernel(gram)) @ a
         representable = np.isfinite(np.asarray(a, dtype)).all() and np.isfinite(np.asarray(moment, dtype))
     if not (np.isfinite(moment) and representable):
         raise ValueError(
