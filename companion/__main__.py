@@ -253,19 +253,16 @@ def plan_simulate(args) -> Plan:
         n_records = min(records, steps) + 1  # an upper bound (log-spaced steps may coincide)
     use_cache = args.method == "sgd" and not args.no_cache
     plan = Plan(args.method, model, lr, steps, horizon, (), out, use_cache, greedy, batch, n_records)
-    if use_cache:
-        from companion.cache import Cache, unwritable_message
-
-        reason = Cache(namespace="sgd").writable()
-        if reason is not None:
-            plan.use_cache = False
-            plan.notes.append(unwritable_message(reason))
     _estimate(plan, batch)
     if plan.available_bytes is not None and plan.memory_bytes > plan.available_bytes:
         raise Refusal(
             f"the run needs about {_size(plan.memory_bytes)} of memory (--d {d}, --m {m}, --P {P}, --batch {batch}, "
             f"--records {records}) but the machine has {_size(plan.available_bytes)} available; lower --d, --m, "
             "--batch or --records")
+    if plan.use_cache:
+        from companion.cache import Cache
+
+        plan.use_cache = Cache(namespace="sgd").usable()  # if not, says so now, before any compute
     if steps is not None:
         plan.record = _record_steps(steps, records)
         plan.n_records = len(plan.record)
@@ -504,9 +501,6 @@ def _simulate(args) -> int:
         raise
     except ValueError as error:  # a check of the model's own constructors: still before any compute
         raise Refusal(str(error)) from None
-    for note in plan.notes:
-        if note.startswith("cache:"):
-            print(note, file=sys.stderr)
     if args.dry_run:
         print(json.dumps(describe(plan)))
         return 0
@@ -605,11 +599,9 @@ def _reproduce(args) -> int:
     except ValueError as error:
         raise Refusal(str(error)) from None
     out = check_output("--out", args.out, "file")
-    from companion.cache import Cache, unwritable_message
+    from companion.cache import Cache
 
-    reason = Cache().writable()
-    if reason is not None:
-        print(unwritable_message(reason), file=sys.stderr)
+    Cache().usable()  # an unwritable cache is said now, once; the experiment then runs without it
     try:
         summary = {"experiment": args.experiment, "preset": args.preset, **experiment.run(args.preset, args.progress)}
     except FloatingPointError as error:
@@ -621,8 +613,8 @@ def _reproduce(args) -> int:
     return 0
 
 
-def _warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -630,8 +622,13 @@ def main(argv=None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
-    previous = warnings.formatwarning
-    warnings.formatwarning = _warning
+    with warnings.catch_warnings():  # warnings become one line each on stderr, as they happen
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        return _main(parser, args)
+
+
+def _main(parser, args) -> int:
     try:
         return _simulate(args) if args.command == "simulate" else _reproduce(args)
     except Refusal as error:  # refused before any compute: one line, exit 2 like argparse
@@ -640,8 +637,6 @@ def main(argv=None) -> int:
     except WriteFailure as error:
         print(f"python -m companion {args.command}: {error}; nothing was left half written", file=sys.stderr)
         return EXIT_WRITE_FAILED
-    finally:
-        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":

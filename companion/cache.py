@@ -269,6 +269,14 @@ class Cache:
             return None
         return store
 
+    def usable(self) -> bool:
+        """Whether this cache's folder can be written; if not, say so (once per process, a warning)
+        that computations will run without the cache. Call it before a computation starts."""
+        reason = self.writable()
+        if reason is not None:
+            _say_once(f"unwritable:{reason}", unwritable_message(reason))
+        return reason is None
+
     def writable(self) -> str | None:
         """``None`` if this cache's folder can be written (checked once per process), else why not."""
         for folder in (self.directory, self._folder()):
