@@ -60,8 +60,16 @@ class WriteFailure(OSError):
     """The output could not be written (exit status 4)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refusal is one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m companion", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="python -m companion", description=__doc__.splitlines()[0],
                                      epilog="exit statuses: 0 done, 2 refused before compute, 3 diverged "
                                             "(partial records written), 4 output could not be written")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--lr", type=float, default=None, help="learning rate (sgd, gd; > 0); default: half the measured "
                      "stability edge for sgd, 0.1 for gd")
     sim.add_argument("--batch", type=int, default=1, help="fresh samples per SGD step (>= 1; sgd only)")
-    sim.add_argument("--steps", type=int, default=None, help=f"number of steps (sgd, gd; 1 .. 2^62)")
+    sim.add_argument("--steps", type=int, default=None, help="number of steps (sgd, gd; 1 .. 2^62)")
     sim.add_argument("--horizon", type=float, default=None, help="gradient-flow time to reach (> 0; instead of --steps)")
     sim.add_argument("--records", type=int, default=200, help="log-spaced record points (>= 1, >= 2 for flow; "
                      "more records than steps records every step)")

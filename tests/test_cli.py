@@ -116,7 +116,7 @@ def test_every_bad_simulate_flag_is_refused_before_compute(tmp_path, capsys, no_
 )
 def test_argparse_refusals_exit_2(argv, needle, capsys):
     code, err = run(argv, capsys)
-    assert code == 2 and needle in err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_reproduce_arguments_exit_2_before_compute(tmp_path, capsys, monkeypatch):
