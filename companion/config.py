@@ -17,8 +17,11 @@ import jax
 
 from companion._validate import require_int, require_real
 from companion.hermite import get_activation
-from companion.student import init_student
+from companion.student import check_norm_sq, init_student
 from companion.teacher import Teacher, make_teacher
+
+#: The largest seed :func:`jax.random.key` accepts (a signed 64-bit integer).
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,21 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        require_int("d", self.d, 1)
-        require_int("P", self.P, 1, self.d, why=f" (P orthonormal directions need P <= d = {self.d})")
-        require_int("m", self.m, 1)
-        require_real("beta", self.beta, low=0.0)
-        require_int("seed", self.seed, 0)
-        if self.init_norm_sq is not None:
-            require_real("init_norm_sq", self.init_norm_sq, low=0.0, low_open=True)
-        if self.dtype not in ("float32", "float64"):
+        # Normalize while validating: equal values give equal configs and one cache key
+        # (beta=1 and beta=1.0 are the same model; a string for a number is refused).
+        set_ = object.__setattr__
+        if not isinstance(self.dtype, str) or self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        set_(self, "d", require_int("d", self.d, 1))
+        set_(self, "P", require_int("P", self.P, 1, self.d, why=f" (P orthonormal directions need P <= d = {self.d})"))
+        set_(self, "m", require_int("m", self.m, 1))
+        set_(self, "beta", require_real("beta", self.beta, low=0.0))
+        set_(self, "seed", require_int("seed", self.seed, 0, MAX_SEED, why=" (jax.random.key takes a signed 64-bit seed)"))
+        if self.init_norm_sq is not None:
+            set_(self, "init_norm_sq", require_real("init_norm_sq", self.init_norm_sq, low=0.0, low_open=True))
+            check_norm_sq("init_norm_sq", self.init_norm_sq, self.m, self.dtype)
+        if not isinstance(self.teacher_directions, str) or self.teacher_directions not in ("axes", "random"):
+            raise ValueError(f"teacher_directions must be 'axes' or 'random', got {self.teacher_directions!r}")
         get_activation(self.activation)  # raises on an unknown name
 
     @classmethod

@@ -36,9 +36,12 @@ class FlowRun:
     records: int = 300
 
     def __post_init__(self):
-        require_real("horizon", self.horizon, low=0.0, low_open=True)
-        require_real("dt", self.dt, low=0.0, low_open=True)
-        require_int("records", self.records, 8)
+        # normalized, so that FlowRun(m, 1500) and FlowRun(m, 1500.0) are one run (one cache key)
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"model must be a companion.config.ModelConfig, got {type(self.model).__name__}")
+        object.__setattr__(self, "horizon", require_real("horizon", self.horizon, low=0.0, low_open=True))
+        object.__setattr__(self, "dt", require_real("dt", self.dt, low=0.0, low_open=True))
+        object.__setattr__(self, "records", require_int("records", self.records, 8))
 
     def times(self) -> np.ndarray:
         return log_times(self.horizon, self.records, t_min=self.horizon / 5000.0)
@@ -97,15 +100,17 @@ class WidthSweep:
     records: int = 300
 
     def __post_init__(self):
-        if not self.widths or not self.seeds:
-            raise ValueError("widths and seeds must be non-empty tuples")
-        for m in self.widths:
-            require_int("widths", m, 1)
-        for s in self.seeds:
-            require_int("seeds", s, 0)
-        if tuple(sorted(set(self.widths))) != tuple(self.widths):
-            raise ValueError(f"widths must be strictly increasing, got {self.widths}")
-        FlowRun(self.model, self.horizon, self.dt, self.records)  # validates the rest
+        if not isinstance(self.widths, (tuple, list)) or not isinstance(self.seeds, (tuple, list)) \
+                or not self.widths or not self.seeds:
+            raise ValueError(f"widths and seeds must be non-empty tuples, got {self.widths!r} and {self.seeds!r}")
+        widths = tuple(require_int("widths", m, 1) for m in self.widths)
+        seeds = tuple(require_int("seeds", s, 0) for s in self.seeds)
+        if tuple(sorted(set(widths))) != widths:
+            raise ValueError(f"widths must be strictly increasing, got {widths}")
+        run = FlowRun(self.model, self.horizon, self.dt, self.records)  # validates and normalizes the rest
+        for name, value in (("widths", widths), ("seeds", seeds), ("horizon", run.horizon), ("dt", run.dt),
+                            ("records", run.records)):
+            object.__setattr__(self, name, value)
 
     def runs(self):
         for seed in self.seeds:

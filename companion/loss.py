@@ -136,10 +136,22 @@ def residual_loss(teacher: Teacher, learned) -> float:
         \;=\; \tfrac12\,\mathbb E[\sigma^2] \sum_{p\notin S} a_p^2 \quad\text{if } \hat\sigma_0 = 0 .
 
     Computed in float64 from the formula, independently of :func:`population_loss`.
+
+    Args:
+        teacher: the teacher (P directions).
+        learned: indices p of the held directions, integers in [0, P) (a negative index is refused,
+            not wrapped around); repeats hold a direction once.
+    Raises:
+        ValueError: an index outside [0, P) or not an integer (the message names ``learned``).
     """
     a = np.asarray(teacher.coefficients, dtype=np.float64)
+    indices = np.asarray(learned).reshape(-1)
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"learned: indices must be integers in [0, P) = [0, {a.size}), got {indices.tolist()}")
+    if indices.size and (indices.min() < 0 or indices.max() >= a.size):  # no wrap-around of negative indices
+        raise ValueError(f"learned: indices must lie in [0, P) = [0, {a.size}), got {indices.tolist()}")
     rest = np.ones(a.size, dtype=bool)
-    rest[np.asarray(learned, dtype=np.int64).reshape(-1)] = False
+    rest[indices.astype(np.int64)] = False
     s2 = np.asarray(teacher.activation.kernel_coefficients)
     return float(0.5 * (s2[0] * a[rest].sum() ** 2 + s2[1:].sum() * np.sum(a[rest] ** 2)))
 

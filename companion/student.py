@@ -6,14 +6,32 @@ of neuron k is tied to its squared norm, and :math:`\bar v_k = v_k/\|v_k\|`.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from companion._validate import require_int, require_real
+from companion._validate import require_float_dtype, require_int, require_real
 from companion.hermite import Activation
 from companion.teacher import Teacher
+
+
+def check_norm_sq(name: str, norm_sq: float, m: int, dtype) -> float:
+    r"""Refuse a squared norm that makes the student or its loss non-finite in ``dtype``.
+
+    The loss is quadratic in the norms (:math:`w^\top\kappa(G)w \le m^2 w_{\max}^2`), so it stays
+    finite for :math:`w \le \sqrt{\text{max}}/m`; a norm below the smallest normal number is zero.
+    """
+    finfo = np.finfo(np.dtype(dtype))
+    high = math.sqrt(float(finfo.max)) / m
+    low = float(finfo.tiny)
+    if not low <= norm_sq <= high:
+        raise ValueError(
+            f"{name} must lie in [{low:.3g}, {high:.3g}] for m = {m} in {np.dtype(dtype).name} (beyond it the "
+            f"student or its loss is not finite), got {norm_sq}")
+    return norm_sq
 
 
 def init_student(
@@ -34,7 +52,9 @@ def init_student(
     """
     m = require_int("m", m, 1)
     d = require_int("d", d, 1)
+    dtype = require_float_dtype("dtype", dtype)
     norm_sq = 1.0 / m if norm_sq is None else require_real("norm_sq", norm_sq, low=0.0, low_open=True)
+    check_norm_sq("norm_sq", norm_sq, m, dtype)
     g = jax.random.normal(key, (m, d), dtype=jnp.dtype(dtype))
     return g / jnp.linalg.norm(g, axis=1, keepdims=True) * jnp.sqrt(jnp.asarray(norm_sq, g.dtype))
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from companion._validate import require_finite_array, require_int, require_real, warn
+from companion._validate import require_finite_array, require_float_dtype, require_int, require_real, warn
 from companion.hermite import Activation, check_even, get_activation
 
 
@@ -136,6 +136,7 @@ def correlated_directions(
     """
     d = require_int("d", d, 1)
     P = require_int("P", P, 1, d, why=f" (P directions are built in a P-dimensional frame, so P <= d = {d})")
+    require_float_dtype("dtype", dtype)
     rho = _check_correlation(correlation, P)
     root = math.sqrt(1.0 - rho) * np.eye(P) + (math.sqrt(1.0 + (P - 1) * rho) - math.sqrt(1.0 - rho)) / P
     frame = np.eye(P, d) if key is None else np.asarray(_orthonormal_frame(key, P, d, jnp.float64))
@@ -176,7 +177,7 @@ def make_teacher(
     """
     d = require_int("d", d, 1)
     P = require_int("P", P, 1, d, why=f" (P orthonormal directions need P <= d = {d})")
-    dtype = jnp.dtype(dtype)
+    dtype = jnp.dtype(require_float_dtype("dtype", dtype))  # an integer dtype would round a_p to zero
     if (beta is None) == (coefficients is None):
         raise ValueError("make_teacher: give exactly one of beta (power law) or coefficients")
     if beta is not None:
@@ -207,7 +208,13 @@ def make_teacher(
     else:
         raise ValueError(f"directions must be 'axes', 'random' or 'correlated', got {directions!r}")
     gram = np.asarray(frame, dtype=np.float64) @ np.asarray(frame, dtype=np.float64).T
-    moment = a @ np.asarray(act.kernel(gram)) @ a
+    with np.errstate(over="ignore", invalid="ignore"):
+        moment = a @ np.asarray(act.kernel(gram)) @ a
+        representable = np.isfinite(np.asarray(a, dtype)).all() and np.isfinite(np.asarray(moment, dtype))
+    if not (np.isfinite(moment) and representable):
+        raise ValueError(
+            f"coefficients: the teacher's second moment E[f*^2] = {moment:.3g} is not finite in {dtype.name} "
+            f"(largest a_p = {a.max():.3g}); scale the coefficients down")
     return Teacher(jnp.asarray(a, dtype), frame, jnp.asarray(moment, dtype), act)
 
 

@@ -33,7 +33,8 @@ def test_sweep_runs_caches_and_reloads(tmp_path):
     cache = Cache(tmp_path, namespace="t")
     first = run_width_sweep(sweep, cache=cache)
     assert first.loss.shape == (1, 2, 40) and first.escapes.shape == (1, 2, 16)
-    assert len(list((tmp_path / "t").glob("*.json"))) == 2
+    # the sweep stores under its own namespace, whatever the given Cache's namespace
+    assert len(list((tmp_path / "width_sweep").glob("*.json"))) == 2
     second = run_width_sweep(sweep, cache=cache)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
