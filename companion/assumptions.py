@@ -29,7 +29,7 @@ import numpy as np
 from companion import optim
 from companion.cache import Cache
 from companion.config import ModelConfig
-from companion.dynamics import Trajectory, crossing_time, direction_escapes, euler_flow
+from companion.dynamics import Trajectory, crossing_time, decoupled_crossing_time, direction_escapes, euler_flow
 from companion.experiments import FlowRun
 from companion.hermite import Activation, get_activation
 from companion.optim import OptimConfig, OptimResult, train
@@ -735,9 +735,9 @@ def escape_ratio_summary(
     r"""For each activation, measured escape times over the leading-order prediction
     :func:`companion.dynamics.decoupled_crossing_time` (the decoupled ODE run to 1/2 from the winner's
     :math:`s_0`), at dimension ``d`` (default the largest of ``p.window_dims``)."""
-    from companion.dynamics import decoupled_crossing_time
-
     d = p.window_dims[-1] if d is None else d
+    if d not in p.window_dims:
+        raise ValueError(f"escape_ratio_summary: d must be one of the preset's window_dims {p.window_dims}, got {d}")
     a = power_law_coefficients(p.window_model.P, p.window_model.beta)
     out = {}
     for label, act in activations.items():

@@ -296,3 +296,8 @@ def test_reproduce_assumptions_summarizes_every_experiment(act_runs, corr_runs, 
     h4 = summary["activations"]["h4"]
     assert set(h4["window"]) == set(preset.window_dims)
     assert summary["label_noise"]["0.0"]["final_loss"] == noise_runs.runs[0.0].loss[:, -1].tolist()
+
+
+def test_escape_ratio_summary_names_a_bad_dimension(preset):
+    with pytest.raises(ValueError, match="d must be one of"):
+        ab.escape_ratio_summary(ab.ActivationRuns({}, {}), {}, preset, d=7)
