@@ -12,7 +12,7 @@ RUN := env -u MPLBACKEND JAX_PLATFORMS=cpu PYTHONHASHSEED=0
 # stale cache can never vouch for changed code. A user's own cache (./cache) is never touched.
 TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 
-.PHONY: setup book test unit nbval notebooks benchmark clean
+.PHONY: setup book lint test unit coverage nbval notebooks benchmark clean
 
 setup: $(STAMP)
 
@@ -29,13 +29,26 @@ book: $(STAMP)
 	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
 
-# Every test: the strict book build, then unit tests, reference-notebook sync checks and nbval.
-test: book
-	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
+# Lint, format check and type check (configured in pyproject.toml); `make test` runs them first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Every test: lint, the strict book build, then unit tests, reference-notebook sync checks and nbval,
+# under coverage; fails if any module of companion/ is below 85% line coverage.
+test: lint book
+	$(RUN) $(TESTCACHE) $(BIN)/python -m coverage run -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
+	$(BIN)/python tests/check_coverage.py
 
 unit: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -q tests
+
+# Unit tests alone under coverage, with the per-module check (no book build).
+coverage: $(STAMP)
+	$(RUN) $(BIN)/python -m coverage run -m pytest -q tests
+	$(BIN)/python tests/check_coverage.py
 
 nbval: $(STAMP)
 	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \

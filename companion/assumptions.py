@@ -6,27 +6,45 @@ records what the model then does, through the same loss, flow and SGD code as th
 activations with information exponent 1, 2, 3 against :math:`h_4` (:func:`activation_experiment`),
 equicorrelated teacher directions (:func:`correlated_experiment`), minibatches and Adam at equal
 samples (:func:`optimizer_experiment`, with the optax trainer of :mod:`companion.optim`), label
-noise (:func:`label_noise_experiment`). Every run is cached; presets ``test`` / ``book`` /
-``paper`` (:func:`get_preset`); :func:`reproduce_assumptions` runs them all.
+noise (:func:`label_noise_experiment`). Every run is cached (namespace ``assumptions_flow``,
+version :data:`VERSION`); presets ``test`` / ``book`` / ``paper`` (:func:`get_preset`);
+:func:`reproduce_assumptions` runs them all.
+
+Results are typed: a flow run is a :class:`FlowRecord`, each experiment returns a NamedTuple of
+them, and the chapter's tables come from the summary functions :func:`window_summary`,
+:func:`escape_ratio_summary`, :func:`law_summary`, :func:`correlated_summary`,
+:func:`optimizer_summary` and :func:`label_noise_summary`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from companion import optim
+from companion.cache import Cache
 from companion.config import ModelConfig
-from companion.dynamics import crossing_time, direction_escapes, euler_flow
+from companion.dynamics import Trajectory, crossing_time, decoupled_crossing_time, direction_escapes, euler_flow
 from companion.experiments import FlowRun
 from companion.hermite import Activation, get_activation
-from companion.cache import Cache
-from companion.optim import VERSION, OptimConfig, _teacher, train
-from companion.scaling import fit_power_law, tail_beyond
-from companion.sgd import SGDConfig, run_sgd, stable_lr
+from companion.optim import OptimConfig, OptimResult, train
+from companion.scaling import PowerLawFit, fit_power_law, tail_beyond
+from companion.selection import compare_with_trajectory, greedy_selection
+from companion.sgd import SGDConfig, SGDResult, run_sgd, stable_lr
 from companion.teacher import Teacher, power_law_coefficients
+
+#: Version of this module's cached flow runs (namespace ``assumptions_flow``): bump it when
+#: :func:`run_flow_spec` changes what it computes.
+VERSION = "assumptions-1"
+
+# TEMPORARY: ``optim.teacher_for`` is the public name worker "core" gives ``optim._teacher``; until
+# that lands, fall back to the private name. Remove the fallback once ``teacher_for`` exists.
+_teacher_for = getattr(optim, "teacher_for", None) or optim._teacher
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,52 +83,94 @@ class FlowSpec:
         return self.flow_run().times()
 
     def teacher(self) -> Teacher:
-        return _teacher(self.model, self.correlation)
+        """The run's teacher (equicorrelated directions if ``correlation`` is set)."""
+        return _teacher_for(self.model, self.correlation)
 
 
-def run_flow_spec(spec: FlowSpec, cache=True) -> dict[str, np.ndarray]:
-    r"""Run (or load) a :class:`FlowSpec`. Returns NumPy arrays: ``times`` (R,), ``loss`` (R,),
-    ``norms_sq`` (R, m), ``initial_overlaps`` (m, P), ``winners`` and ``escapes`` (P,) (first neuron
-    whose :math:`\bar v_{k,p}^2` reaches 1/2, and when), ``winner_curves`` (R, P) (that neuron's
-    :math:`\bar v_{k,p}(t)`), ``second_moment`` (:math:`\mathbb E f_*^2`) and, if ``full``,
-    ``overlaps`` (R, m, P)."""
+class FlowRecord(NamedTuple):
+    r"""The record of one :class:`FlowSpec` run (NumPy arrays; R records, m neurons, P directions).
+
+    Attributes:
+        times: record times, shape (R,).
+        loss: closed-form population loss, shape (R,), float64.
+        norms_sq: :math:`\|v_k\|^2`, shape (R, m), float32.
+        initial_overlaps: :math:`\bar v_{k,p}(0)`, shape (m, P), float64.
+        winners: first neuron whose :math:`\bar v_{k,p}^2` reaches 1/2 (-1 if none), shape (P,).
+        escapes: when it does (inf if never), shape (P,).
+        winner_curves: the winner's :math:`\bar v_{k,p}(t)` (nan if none), shape (R, P), float32.
+        second_moment: :math:`\mathbb E f_*^2`.
+        overlaps: :math:`\bar v_{k,p}(t)`, shape (R, m, P), float32, if the spec was ``full``; else None.
+    """
+
+    times: np.ndarray
+    loss: np.ndarray
+    norms_sq: np.ndarray
+    initial_overlaps: np.ndarray
+    winners: np.ndarray
+    escapes: np.ndarray
+    winner_curves: np.ndarray
+    second_moment: float
+    overlaps: np.ndarray | None = None
+
+    def as_trajectory(self) -> Trajectory:
+        """This record as a :class:`companion.dynamics.Trajectory` (for the selection and escape
+        tools); needs a ``full`` record."""
+        if self.overlaps is None:
+            raise ValueError("as_trajectory: the record was made with full=False and has no overlaps")
+        return Trajectory(
+            self.times,
+            self.overlaps,
+            self.norms_sq,
+            self.loss,
+            self.initial_overlaps,
+            self.norms_sq[0],
+            np.zeros(0),
+            0,
+            float("nan"),
+            "euler",
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The record as named arrays (what the cache stores)."""
+        return {name: np.asarray(value) for name, value in self._asdict().items() if value is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FlowRecord:
+        """Inverse of :meth:`arrays`."""
+        fields: dict[str, Any] = {name: arrays[name] for name in cls._fields if name in arrays}
+        fields["second_moment"] = float(fields["second_moment"])
+        return cls(**fields)
+
+
+def run_flow_spec(spec: FlowSpec, cache: Any = True) -> FlowRecord:
+    r"""Run (or load) a :class:`FlowSpec`: Euler steps of the population gradient flow, every
+    direction's first neuron to :math:`\bar v_{k,p}^2 = 1/2` and when. ``cache``: as for
+    :meth:`companion.cache.Cache.resolve` (namespace ``assumptions_flow``, version :data:`VERSION`)."""
     store = Cache.resolve(cache, namespace="assumptions_flow", version=VERSION)
     if store is not None:
         hit = store.load(spec)
         if hit is not None:
-            return hit[0]
+            return FlowRecord.from_arrays(hit[0])
     teacher = spec.teacher()
     V0 = spec.model.student()
     trajectory = euler_flow(V0, teacher, spec.times(), dt=spec.dt)
     winners, escapes = direction_escapes(trajectory)
     P = teacher.P
     curves = trajectory.overlaps[:, np.maximum(winners, 0), np.arange(P)]
-    arrays = {
-        "times": trajectory.times,
-        "loss": trajectory.loss.astype(np.float64),
-        "norms_sq": trajectory.norms_sq.astype(np.float32),
-        "initial_overlaps": trajectory.initial_overlaps.astype(np.float64),
-        "winners": winners,
-        "escapes": escapes,
-        "winner_curves": np.where(winners >= 0, curves, np.nan).astype(np.float32),
-        "second_moment": np.asarray(float(teacher.second_moment), np.float64),
-    }
-    if spec.full:
-        arrays["overlaps"] = trajectory.overlaps.astype(np.float32)
+    record = FlowRecord(
+        times=trajectory.times,
+        loss=trajectory.loss.astype(np.float64),
+        norms_sq=trajectory.norms_sq.astype(np.float32),
+        initial_overlaps=trajectory.initial_overlaps.astype(np.float64),
+        winners=winners,
+        escapes=escapes,
+        winner_curves=np.where(winners >= 0, curves, np.nan).astype(np.float32),
+        second_moment=float(teacher.second_moment),
+        overlaps=trajectory.overlaps.astype(np.float32) if spec.full else None,
+    )
     if store is not None:
-        store.save(spec, arrays)
-    return arrays
-
-
-def as_trajectory(record: dict):
-    """A full :func:`run_flow_spec` record as a :class:`companion.dynamics.Trajectory` (for the
-    selection and escape tools)."""
-    from companion.dynamics import Trajectory
-
-    if "overlaps" not in record:
-        raise ValueError("as_trajectory: the record was made with full=False and has no overlaps")
-    return Trajectory(record["times"], record["overlaps"], record["norms_sq"], record["loss"], record["initial_overlaps"],
-                      record["norms_sq"][0], np.zeros(0), 0, float("nan"), "euler")
+        store.save(spec, record.arrays())
+    return record
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,27 +222,29 @@ def single_neuron_times(s0, activation: Activation, levels=(0.1, 0.5, 0.9), poin
     return out
 
 
-def emergence_windows(record: dict, low: float = 0.1, high: float = 0.9) -> np.ndarray:
+def emergence_windows(record: FlowRecord, low: float = 0.1, high: float = 0.9) -> np.ndarray:
     r"""Relative emergence window of every learned direction: the time the winner's
     :math:`\bar v_{k,p}^2` takes from ``low`` to ``high``, over its escape time (level 1/2).
     Shape (at most the number learned,); directions that start above ``low`` or whose winner never
     reaches ``high`` are left out."""
-    curves = record["winner_curves"].astype(np.float64) ** 2
-    ok = np.isfinite(record["escapes"]) & (curves[0] < low)
-    t = record["times"]
+    curves = record.winner_curves.astype(np.float64) ** 2
+    ok = np.isfinite(record.escapes) & (curves[0] < low)
+    t = record.times
     t_low = crossing_time(t, np.nan_to_num(curves[:, ok]), low)
     t_high = crossing_time(t, np.nan_to_num(curves[:, ok]), high)
-    window = (t_high - t_low) / record["escapes"][ok]
+    window = (t_high - t_low) / record.escapes[ok]
     return window[np.isfinite(window)]  # a winner that never reaches ``high`` within the record has none
 
 
-def winner_initial_overlaps(record: dict) -> np.ndarray:
+def winner_initial_overlaps(record: FlowRecord) -> np.ndarray:
     r""":math:`\bar v_{k,p}(0)^2` of each learned direction's winner, shape (number learned,)."""
-    ok = np.isfinite(record["escapes"])
-    return record["initial_overlaps"][record["winners"][ok], np.flatnonzero(ok)] ** 2
+    ok = np.isfinite(record.escapes)
+    return record.initial_overlaps[record.winners[ok], np.flatnonzero(ok)] ** 2
 
 
-def loss_levels(coefficients, first: int = 4, last: int | None = None, second_moment: float = 1.0) -> tuple[float, float]:
+def loss_levels(
+    coefficients, first: int = 4, last: int | None = None, second_moment: float = 1.0
+) -> tuple[float, float]:
     r"""The loss levels :math:`\tfrac12\mathbb E\sigma^2\sum_{p>\text{first}} a_p^2` and
     :math:`\tfrac12\mathbb E\sigma^2\sum_{p>\text{last}} a_p^2` (default last = P/2): the fit window of
     :func:`loss_exponent`, fixed before any run, in loss rather than time, so that it means the
@@ -217,22 +279,59 @@ def common_direction_overlaps(overlaps, correlation: float) -> np.ndarray:
     return C.sum(axis=-1) / math.sqrt(P * (1.0 + (P - 1) * correlation))
 
 
-def first_feature(record: dict, coefficients, correlation: float) -> dict:
+class FirstFeature(NamedTuple):
+    r"""The first neuron to hold a macroscopic weight in a run (:func:`first_feature`).
+
+    Attributes:
+        time: when (inf if never; the overlaps are then nan).
+        v1: its squared overlap with :math:`v_1^*`, the strongest direction.
+        u: its squared overlap with the common direction u.
+        best: its largest squared overlap with any teacher direction.
+    """
+
+    time: float
+    v1: float
+    u: float
+    best: float
+
+
+def first_feature(record: FlowRecord, coefficients, correlation: float) -> FirstFeature:
     r"""The first neuron to hold a macroscopic weight (:math:`\|v_k\|^2 \ge a_1/2`): when, and its
-    squared overlaps with :math:`v_1^*` (the strongest direction) and with the common direction u."""
+    squared overlaps with :math:`v_1^*` (the strongest direction) and with the common direction u.
+    Needs a ``full`` record."""
+    if record.overlaps is None:
+        raise ValueError("first_feature: the record was made with full=False and has no overlaps")
     a = np.asarray(coefficients, dtype=np.float64)
-    w = record["norms_sq"].astype(np.float64)
+    w = record.norms_sq.astype(np.float64)
     big = np.max(w, axis=1) >= a[0] / 2
     if not big.any():
-        return {"time": math.inf, "v1": math.nan, "u": math.nan, "best": math.nan}
+        return FirstFeature(math.inf, math.nan, math.nan, math.nan)
     r = int(np.argmax(big))
     k = int(np.argmax(w[r]))
-    C = record["overlaps"][r, k].astype(np.float64)
-    return {"time": float(record["times"][r]), "v1": float(C[0] ** 2),
-            "u": float(common_direction_overlaps(C, correlation) ** 2), "best": float(np.max(C**2))}
+    C = record.overlaps[r, k].astype(np.float64)
+    return FirstFeature(
+        float(record.times[r]),
+        float(C[0] ** 2),
+        float(common_direction_overlaps(C, correlation) ** 2),
+        float(np.max(C**2)),
+    )
 
 
-def top_feature(coefficients, correlation: float, activation: Activation, steps: int = 20000) -> dict:
+class TopFeature(NamedTuple):
+    r"""The best single-neuron fit near :math:`v_1^*` (:func:`top_feature`).
+
+    Attributes:
+        v1: its squared overlap with :math:`v_1^*`.
+        u: its squared overlap with the common direction u.
+        gain: :math:`F` there over :math:`F(v_1^*)` (at least 1).
+    """
+
+    v1: float
+    u: float
+    gain: float
+
+
+def top_feature(coefficients, correlation: float, activation: Activation, steps: int = 20000) -> TopFeature:
     r"""The best single-neuron fit of an equicorrelated teacher near :math:`v_1^*`.
 
     A lone neuron of optimal norm removes :math:`F(\bar v)^2/(2\kappa(1))` from the loss, with
@@ -263,7 +362,7 @@ def top_feature(coefficients, correlation: float, activation: Activation, steps:
     c = root @ alpha
     F = float(a @ poly(c, kc))
     F1 = float(a @ poly(gram[0], kc))
-    return {"v1": float(c[0] ** 2), "u": float(common_direction_overlaps(c, rho) ** 2), "gain": F / F1}
+    return TopFeature(float(c[0] ** 2), float(common_direction_overlaps(c, rho) ** 2), F / F1)
 
 
 def merge_correlation(coefficients, activation: Activation, tol: float = 1e-4) -> float:
@@ -271,9 +370,10 @@ def merge_correlation(coefficients, activation: Activation, tol: float = 1e-4) -
     (:func:`top_feature`) lies closer to the common direction u than to :math:`v_1^*`: beyond it the
     first "step" of the staircase is a merged feature, not a teacher direction. Bisection on
     (0, 1); ``nan`` if there is no crossing."""
-    def closer_to_u(rho):
+
+    def closer_to_u(rho: float) -> bool:
         f = top_feature(coefficients, rho, activation)
-        return f["u"] > f["v1"]
+        return f.u > f.v1
 
     lo, hi = 0.0, 0.99
     if closer_to_u(lo) or not closer_to_u(hi):
@@ -308,13 +408,16 @@ def noise_floor(lr: float, batch: int, noise: float, teacher: Teacher) -> float:
     :math:`\mathbb E\|\nabla_{v_k}f\|^2 = a_p\,(4\kappa(1) + (d-1)\,\mathbb E\sigma'(z)^2)`, so
 
     .. math::
-        L_{\text{floor}} = \frac{\eta\,\sigma_\varepsilon^2}{4B}\Big(4\kappa(1) + (d-1)\sum_k k\,\hat\sigma_k^2\Big)\sum_p a_p
+        L_{\text{floor}} = \frac{\eta\,\sigma_\varepsilon^2}{4B}
+            \Big(4\kappa(1) + (d-1)\sum_k k\,\hat\sigma_k^2\Big)\sum_p a_p
         \qquad(h_4:\ \eta\,\sigma_\varepsilon^2\, d\sum_p a_p / B).
     """
     act = teacher.activation
     kc = np.asarray(act.kernel_coefficients, dtype=np.float64)
     slope_sq = float(np.sum(np.arange(kc.size) * kc))
-    trace = (4.0 * float(np.sum(kc)) + (teacher.d - 1) * slope_sq) * float(np.sum(np.asarray(teacher.coefficients, np.float64)))
+    trace = (4.0 * float(np.sum(kc)) + (teacher.d - 1) * slope_sq) * float(
+        np.sum(np.asarray(teacher.coefficients, np.float64))
+    )
     return lr * noise**2 * trace / (4.0 * batch)
 
 
@@ -363,7 +466,7 @@ class AssumptionsPreset:
     noise_horizon: float
     noise_seeds: int
 
-    def replace(self, **changes) -> "AssumptionsPreset":
+    def replace(self, **changes) -> AssumptionsPreset:
         return dataclasses.replace(self, **changes)
 
 
@@ -383,33 +486,73 @@ _OPTIM_RUNS = (
 
 PRESETS: dict[str, AssumptionsPreset] = {
     "test": AssumptionsPreset(
-        activations=ACTIVATIONS, window_model=ModelConfig(d=16, P=4, m=8), window_dims=(16, 32), window_horizon=4.0,
-        law_model=ModelConfig(d=32, P=16, m=32), law_horizon=300.0, law_seeds=(0,),
-        correlated_model=ModelConfig(d=16, P=4, m=8), correlations=(0.0, 0.5), correlated_seeds=(0,), correlated_horizon=100.0,
-        optim_model=ModelConfig(d=16, P=4, m=8), optim_samples=20_000,
-        optim_runs=(("SGD, B = 4", "sgd", 4, None, "axes"), ("Adam, B = 4", "adam", 4, 1e-3, "random")), optim_seeds=(0,),
-        noise_model=ModelConfig(d=16, P=4, m=8), noise_levels=(0.0, 0.5), noise_batch=4, noise_horizon=50.0, noise_seeds=1,
+        activations=ACTIVATIONS,
+        window_model=ModelConfig(d=16, P=4, m=8),
+        window_dims=(16, 32),
+        window_horizon=4.0,
+        law_model=ModelConfig(d=16, P=8, m=16),
+        law_horizon=150.0,
+        law_seeds=(0,),
+        correlated_model=ModelConfig(d=16, P=4, m=8),
+        correlations=(0.0, 0.5),
+        correlated_seeds=(0,),
+        correlated_horizon=100.0,
+        optim_model=ModelConfig(d=16, P=4, m=8),
+        optim_samples=80_000,
+        optim_runs=(("SGD, B = 16", "sgd", 16, None, "axes"), ("Adam, B = 16", "adam", 16, 3e-3, "random")),
+        optim_seeds=(0,),
+        noise_model=ModelConfig(d=16, P=4, m=8),
+        noise_levels=(0.0, 0.5),
+        noise_batch=8,
+        noise_horizon=20.0,
+        noise_seeds=1,
     ),
     "book": AssumptionsPreset(
-        activations=ACTIVATIONS, window_model=ModelConfig(d=64, P=16, m=32), window_dims=(64, 128, 256), window_horizon=4.0,
-        law_model=ModelConfig(d=128, P=64, m=128), law_horizon=150.0, law_seeds=(0, 1),
-        correlated_model=ModelConfig(d=64, P=16, m=32), correlations=(-0.05, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-        correlated_seeds=(0, 1, 2), correlated_horizon=600.0,
-        optim_model=ModelConfig(d=32, P=16, m=32), optim_samples=1_000_000, optim_runs=_OPTIM_RUNS, optim_seeds=(0, 1, 2),
-        noise_model=ModelConfig(d=32, P=16, m=32), noise_levels=(0.0, 0.1, 0.3, 1.0), noise_batch=16, noise_horizon=150.0,
+        activations=ACTIVATIONS,
+        window_model=ModelConfig(d=64, P=16, m=32),
+        window_dims=(64, 128, 256),
+        window_horizon=4.0,
+        law_model=ModelConfig(d=128, P=64, m=128),
+        law_horizon=150.0,
+        law_seeds=(0, 1),
+        correlated_model=ModelConfig(d=64, P=16, m=32),
+        correlations=(-0.05, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+        correlated_seeds=(0, 1, 2),
+        correlated_horizon=600.0,
+        optim_model=ModelConfig(d=32, P=16, m=32),
+        optim_samples=1_000_000,
+        optim_runs=_OPTIM_RUNS,
+        optim_seeds=(0, 1, 2),
+        noise_model=ModelConfig(d=32, P=16, m=32),
+        noise_levels=(0.0, 0.1, 0.3, 1.0),
+        noise_batch=16,
+        noise_horizon=150.0,
         noise_seeds=2,
     ),
     # The paper's teacher (d = 2048, P = 1024, h4, beta = 0.8) through the same code, for one GPU.
     "paper": AssumptionsPreset(
-        activations=ACTIVATIONS, window_model=ModelConfig(d=2048, P=1024, m=2048), window_dims=(512, 1024, 2048),
+        activations=ACTIVATIONS,
+        window_model=ModelConfig(d=2048, P=1024, m=2048),
+        window_dims=(512, 1024, 2048),
         window_horizon=12.0,
-        law_model=ModelConfig(d=2048, P=1024, m=2048), law_horizon=2.0e4, law_seeds=(0,),
-        correlated_model=ModelConfig(d=2048, P=1024, m=2048), correlations=(0.0, 0.05, 0.1, 0.2, 0.3),
-        correlated_seeds=(0,), correlated_horizon=2.0e4,
-        optim_model=ModelConfig(d=2048, P=1024, m=1024), optim_samples=500_000_000,
-        optim_runs=(("SGD, B = 256", "sgd", 256, None, "axes"), ("Adam, B = 256, random frame", "adam", 256, 1e-4, "random")),
+        law_model=ModelConfig(d=2048, P=1024, m=2048),
+        law_horizon=2.0e4,
+        law_seeds=(0,),
+        correlated_model=ModelConfig(d=2048, P=1024, m=2048),
+        correlations=(0.0, 0.05, 0.1, 0.2, 0.3),
+        correlated_seeds=(0,),
+        correlated_horizon=2.0e4,
+        optim_model=ModelConfig(d=2048, P=1024, m=1024),
+        optim_samples=500_000_000,
+        optim_runs=(
+            ("SGD, B = 256", "sgd", 256, None, "axes"),
+            ("Adam, B = 256, random frame", "adam", 256, 1e-4, "random"),
+        ),
         optim_seeds=(0,),
-        noise_model=ModelConfig(d=2048, P=1024, m=1024), noise_levels=(0.0, 1.0), noise_batch=256, noise_horizon=5.0e3,
+        noise_model=ModelConfig(d=2048, P=1024, m=1024),
+        noise_levels=(0.0, 1.0),
+        noise_batch=256,
+        noise_horizon=5.0e3,
         noise_seeds=1,
     ),
 }
@@ -422,7 +565,7 @@ def get_preset(name: str, **overrides) -> AssumptionsPreset:
     return PRESETS[name].replace(**overrides)
 
 
-def _iterate(items, progress: bool, desc: str):
+def _iterate(items: Sequence, progress: bool, desc: str) -> Iterable:
     if not progress:
         return items
     from tqdm.auto import tqdm
@@ -430,10 +573,44 @@ def _iterate(items, progress: bool, desc: str):
     return tqdm(items, desc=desc, unit="run")
 
 
-def activation_experiment(p: AssumptionsPreset, progress: bool = False, cache=True) -> dict:
-    r"""Emergence windows (``windows[label][d]``, one record each) and loss curves for the power-law
-    fit (``laws[label]``, one record per seed) for every activation of the preset."""
-    windows, laws = {}, {}
+class ActivationRuns(NamedTuple):
+    """Records of :func:`activation_experiment`.
+
+    Attributes:
+        windows: ``windows[label][d]``: one record (``full=False``) per activation and dimension.
+        laws: ``laws[label]``: one record (``full=False``) per seed, for the loss power law.
+    """
+
+    windows: dict[str, dict[int, FlowRecord]]
+    laws: dict[str, list[FlowRecord]]
+
+
+class CorrelatedRuns(NamedTuple):
+    """Records of :func:`correlated_experiment`: ``runs[rho]``, one full record per seed."""
+
+    runs: dict[float, list[FlowRecord]]
+
+
+class OptimizerRuns(NamedTuple):
+    """Results of :func:`optimizer_experiment`: ``runs[label]`` and ``configs[label]``, one per seed."""
+
+    runs: dict[str, list[OptimResult]]
+    configs: dict[str, list[OptimConfig]]
+
+
+class LabelNoiseRuns(NamedTuple):
+    """Results of :func:`label_noise_experiment`: ``runs[noise]`` (all seeds) and ``configs[noise]``."""
+
+    runs: dict[float, SGDResult]
+    configs: dict[float, SGDConfig]
+
+
+def activation_experiment(p: AssumptionsPreset, progress: bool = False, cache: Any = True) -> ActivationRuns:
+    r"""Emergence windows (one record per activation and d of ``p.window_dims``, horizon
+    ``p.window_horizon * d``) and loss curves for the power-law fit (one record per seed of
+    ``p.law_seeds``) for every activation of the preset."""
+    windows: dict[str, dict[int, FlowRecord]] = {}
+    laws: dict[str, list[FlowRecord]] = {}
     jobs = [(label, act, d) for label, act in p.activations for d in p.window_dims]
     for label, act, d in _iterate(jobs, progress, "activations: windows"):
         model = p.window_model.replace(d=d, activation=act)
@@ -442,17 +619,17 @@ def activation_experiment(p: AssumptionsPreset, progress: bool = False, cache=Tr
     for label, act, s in _iterate(jobs, progress, "activations: loss curves"):
         model = p.law_model.replace(activation=act, seed=s)
         laws.setdefault(label, []).append(run_flow_spec(FlowSpec(model, p.law_horizon, records=300, full=False), cache))
-    return {"windows": windows, "laws": laws}
+    return ActivationRuns(windows, laws)
 
 
-def correlated_experiment(p: AssumptionsPreset, progress: bool = False, cache=True) -> dict:
-    r"""``runs[rho]``: one full record per seed for every correlation of the preset."""
-    runs = {}
+def correlated_experiment(p: AssumptionsPreset, progress: bool = False, cache: Any = True) -> CorrelatedRuns:
+    r"""One full record per seed for every correlation of the preset (400 records each)."""
+    runs: dict[float, list[FlowRecord]] = {}
     jobs = [(rho, s) for rho in p.correlations for s in p.correlated_seeds]
     for rho, s in _iterate(jobs, progress, "correlated teachers"):
         spec = FlowSpec(p.correlated_model.replace(seed=s), p.correlated_horizon, records=400, correlation=rho)
         runs.setdefault(rho, []).append(run_flow_spec(spec, cache))
-    return {"runs": runs}
+    return CorrelatedRuns(runs)
 
 
 def optimizer_configs(p: AssumptionsPreset) -> dict[str, list[OptimConfig]]:
@@ -460,62 +637,351 @@ def optimizer_configs(p: AssumptionsPreset) -> dict[str, list[OptimConfig]]:
     out = {}
     for label, name, batch, lr, frame in p.optim_runs:
         rate = stable_lr(p.optim_model.d, batch) if lr is None else lr
-        out[label] = [OptimConfig(p.optim_model.replace(seed=s, teacher_directions=frame), name, rate,
-                                  steps=p.optim_samples // batch, batch=batch, record=300) for s in p.optim_seeds]
+        out[label] = [
+            OptimConfig(
+                p.optim_model.replace(seed=s, teacher_directions=frame),
+                name,
+                rate,
+                steps=p.optim_samples // batch,
+                batch=batch,
+                record=300,
+            )
+            for s in p.optim_seeds
+        ]
     return out
 
 
-def optimizer_experiment(p: AssumptionsPreset, progress: bool = False, cache=True) -> dict:
-    r"""``runs[label]``: one :class:`OptimResult` per seed, all with the same number of samples."""
+def optimizer_experiment(p: AssumptionsPreset, progress: bool = False, cache: Any = True) -> OptimizerRuns:
+    r"""One :class:`companion.optim.OptimResult` per run and seed, all with the same number of samples."""
     configs = optimizer_configs(p)
     jobs = [(label, c) for label, cs in configs.items() for c in cs]
-    runs = {}
+    runs: dict[str, list[OptimResult]] = {}
     for label, config in _iterate(jobs, progress, "optimizers"):
         runs.setdefault(label, []).append(train(config, cache))
-    return {"runs": runs, "configs": configs}
+    return OptimizerRuns(runs, configs)
 
 
 def label_noise_configs(p: AssumptionsPreset) -> dict[float, SGDConfig]:
     """The :class:`companion.sgd.SGDConfig` of each label-noise level (online SGD engine)."""
     lr = stable_lr(p.noise_model.d, p.noise_batch)
     steps = int(round(p.noise_horizon / lr))
-    return {s: SGDConfig(p.noise_model, lr=lr, steps=steps, batch=p.noise_batch, record=300, seeds=p.noise_seeds,
-                         label_noise=s) for s in p.noise_levels}
+    return {
+        s: SGDConfig(
+            p.noise_model, lr=lr, steps=steps, batch=p.noise_batch, record=300, seeds=p.noise_seeds, label_noise=s
+        )
+        for s in p.noise_levels
+    }
 
 
-def label_noise_experiment(p: AssumptionsPreset, progress: bool = False, cache=True) -> dict:
-    r"""``runs[noise]``: a :class:`companion.sgd.SGDResult` (all seeds) per label-noise level."""
+def label_noise_experiment(p: AssumptionsPreset, progress: bool = False, cache: Any = True) -> LabelNoiseRuns:
+    r"""A :class:`companion.sgd.SGDResult` (all seeds) per label-noise level."""
     configs = label_noise_configs(p)
-    sgd_cache = True if cache is True else cache
-    runs = {s: run_sgd(c, cache=sgd_cache, progress=progress) for s, c in configs.items()}
-    return {"runs": runs, "configs": configs}
+    runs = {s: run_sgd(c, cache=cache, progress=progress) for s, c in configs.items()}
+    return LabelNoiseRuns(runs, configs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The chapter's analyses: typed summaries of the experiments
+# ----------------------------------------------------------------------------------------------
+
+
+def _half_spread(values) -> float:
+    """Half the range of ``values`` (the "±" of a seed spread)."""
+    return float(np.ptp(np.asarray(values, dtype=np.float64))) / 2
+
+
+class WindowStats(NamedTuple):
+    """Relative emergence windows of one run (:func:`window_summary`): the measured median and
+    quartiles over the learned directions, and the median single-neuron prediction at the winners' s0."""
+
+    median: float
+    q25: float
+    q75: float
+    theory: float
+
+
+def window_summary(runs: ActivationRuns, activations: Mapping[str, Activation]) -> dict[tuple[str, int], WindowStats]:
+    r"""Measured relative emergence windows :math:`[t(0.9) - t(0.1)]/t(0.5)` (:func:`emergence_windows`)
+    against the single-neuron quadrature (:func:`single_neuron_times`) at each winner's own
+    :math:`s_0`, for every activation label and dimension: ``{(label, d): WindowStats}``."""
+    out = {}
+    for label, act in activations.items():
+        for d, rec in runs.windows[label].items():
+            measured = emergence_windows(rec)
+            t = single_neuron_times(winner_initial_overlaps(rec), act, levels=(0.1, 0.5, 0.9))
+            theory = (t[:, 2] - t[:, 0]) / t[:, 1]
+            out[label, d] = WindowStats(
+                float(np.median(measured)),
+                float(np.quantile(measured, 0.25)),
+                float(np.quantile(measured, 0.75)),
+                float(np.median(theory)),
+            )
+    return out
+
+
+class EscapeRatio(NamedTuple):
+    """Measured escape time over the decoupled ODE's prediction (:func:`escape_ratio_summary`): median
+    and quartiles over the ``directions`` learned."""
+
+    median: float
+    q25: float
+    q75: float
+    directions: int
+
+
+def escape_ratio_summary(
+    runs: ActivationRuns, activations: Mapping[str, Activation], p: AssumptionsPreset, d: int | None = None
+) -> dict[str, EscapeRatio]:
+    r"""For each activation, measured escape times over the leading-order prediction
+    :func:`companion.dynamics.decoupled_crossing_time` (the decoupled ODE run to 1/2 from the winner's
+    :math:`s_0`), at dimension ``d`` (default the largest of ``p.window_dims``)."""
+    d = p.window_dims[-1] if d is None else d
+    if d not in p.window_dims:
+        raise ValueError(f"escape_ratio_summary: d must be one of the preset's window_dims {p.window_dims}, got {d}")
+    a = power_law_coefficients(p.window_model.P, p.window_model.beta)
+    out = {}
+    for label, act in activations.items():
+        rec = runs.windows[label][d]
+        ok = np.isfinite(rec.escapes)
+        ratio = rec.escapes[ok] / decoupled_crossing_time(winner_initial_overlaps(rec), a[ok], act)
+        out[label] = EscapeRatio(
+            float(np.median(ratio)), float(np.quantile(ratio, 0.25)), float(np.quantile(ratio, 0.75)), int(ok.sum())
+        )
+    return out
+
+
+class LawStats(NamedTuple):
+    r"""The loss power law of one activation (:func:`law_summary`).
+
+    Attributes:
+        exponent, exponent_spread: mean over seeds of the fitted loss exponent, and half the seed spread.
+        gamma, gamma_spread: the escape-time law :math:`T_p \propto a_p^{-\gamma}` (mean, half spread;
+            nan where fewer than 6 directions of the window escaped).
+        implied: the exponent :math:`(1-2\beta)/(\beta\gamma)` it predicts.
+        escaped: directions escaped by the end of seed 0's run.
+    """
+
+    exponent: float
+    exponent_spread: float
+    gamma: float
+    gamma_spread: float
+    implied: float
+    escaped: int
+
+
+def law_summary(runs: ActivationRuns, p: AssumptionsPreset, first: int = 4) -> dict[str, LawStats]:
+    r"""Loss exponents (:func:`loss_exponent`, window from ``first`` to P/2 learned directions) and the
+    escape-time law fitted on the same directions :math:`p = \text{first}+1..P/2`, per activation
+    label. A run whose loss never reaches the window's lower level has exponent nan."""
+    law = p.law_model
+    a = power_law_coefficients(law.P, law.beta)
+    index = np.arange(law.P)
+    same = (index >= first) & (index < law.P // 2)
+    out = {}
+    for label, recs in runs.laws.items():
+        slopes, gammas = [], []
+        for rec in recs:
+            try:
+                slopes.append(loss_exponent(rec.times, rec.loss, a, law.beta, first=first).slope)
+            except ValueError:
+                slopes.append(math.nan)
+            ok = same & np.isfinite(rec.escapes)
+            # gamma needs escapes; where fewer than 6 of these directions escaped there is none
+            gammas.append(-fit_power_law(a[ok], rec.escapes[ok], min_points=6).slope if ok.sum() >= 6 else math.nan)
+        gamma = float(np.mean(gammas))
+        implied = (1 - 2 * law.beta) / (law.beta * gamma)
+        escaped = int(np.isfinite(recs[0].escapes).sum())
+        out[label] = LawStats(
+            float(np.mean(slopes)), _half_spread(slopes), gamma, _half_spread(gammas), implied, escaped
+        )
+    return out
+
+
+class CorrelatedStats(NamedTuple):
+    r"""One correlation of :func:`correlated_summary` (means over seeds, "spread" = half the seed range).
+
+    Attributes:
+        first_v1, first_u: squared overlaps of the first learned neuron (:func:`first_feature`) with
+            :math:`v_1^*` and with the common direction u.
+        top: the best single-neuron fit (:func:`top_feature`).
+        match, match_spread: fraction of directions whose greedy winner is right.
+        time_ratio, time_ratio_spread: median observed over greedy-predicted escape time (level 0.9).
+        final_loss: the largest final loss over seeds, relative to :math:`\mathbb E f_*^2`.
+    """
+
+    first_v1: float
+    first_u: float
+    top: TopFeature
+    match: float
+    match_spread: float
+    time_ratio: float
+    time_ratio_spread: float
+    final_loss: float
+
+
+class CorrelatedSummary(NamedTuple):
+    """:func:`correlated_summary`: the merge correlation of the teacher and one entry per correlation."""
+
+    rho_star: float
+    by_correlation: dict[float, CorrelatedStats]
+
+
+def correlated_summary(runs: CorrelatedRuns, p: AssumptionsPreset, threshold: float = 0.9) -> CorrelatedSummary:
+    r"""The first learned feature against the best single-neuron fit, and greedy maximum selection
+    (:func:`companion.selection.greedy_selection` on the initial overlaps with the correlated
+    directions) against the flow at escape level ``threshold``, for every correlation."""
+    model = p.correlated_model
+    a = power_law_coefficients(model.P, model.beta)
+    act = get_activation(model.activation)
+    out = {}
+    for rho, recs in runs.runs.items():
+        feats = [first_feature(r, a, rho) for r in recs]
+        matches, ratios = [], []
+        for r in recs:
+            comparison = compare_with_trajectory(
+                greedy_selection(r.initial_overlaps, a, act), r.as_trajectory(), threshold=threshold
+            )
+            matches.append(comparison.match_fraction)
+            ok = np.isfinite(comparison.observed_time) & np.isfinite(comparison.predicted_time)
+            ratios.append(np.median(comparison.observed_time[ok] / comparison.predicted_time[ok]))
+        out[rho] = CorrelatedStats(
+            float(np.mean([f.v1 for f in feats])),
+            float(np.mean([f.u for f in feats])),
+            top_feature(a, rho, act),
+            float(np.mean(matches)),
+            _half_spread(matches),
+            float(np.mean(ratios)),
+            _half_spread(ratios),
+            float(max(r.loss[-1] / r.second_moment for r in recs)),
+        )
+    return CorrelatedSummary(merge_correlation(a, act), out)
+
+
+class OptimizerStats(NamedTuple):
+    """One run of :func:`optimizer_summary` (over seeds).
+
+    Attributes:
+        lr: its learning rate.
+        reach, reach_min, reach_max: samples to the window's lower level (median, range; inf if never).
+        exponent, exponent_spread: loss exponent against samples (mean over seeds that reach the
+            window, half their range).
+        floor: median over seeds of the loss beyond unescaped directions over the last ``late`` records.
+    """
+
+    lr: float
+    reach: float
+    reach_min: float
+    reach_max: float
+    exponent: float
+    exponent_spread: float
+    floor: float
+
+
+def optimizer_summary(
+    runs: OptimizerRuns, p: AssumptionsPreset, first: int = 2, last: int = 12, late: int = 30
+) -> dict[str, OptimizerStats]:
+    r"""Samples to reach the loss level of ``last`` learned directions (plus the tail beyond P), the
+    loss exponent against samples on the window ``first``..``last`` (:func:`loss_exponent`), and the
+    end value of the loss beyond unescaped directions (:func:`unlearned_loss` subtracted), per run."""
+    beta = p.optim_model.beta
+    a = power_law_coefficients(p.optim_model.P, beta)
+    tail = tail_beyond(p.optim_model.P, beta)
+    level = loss_levels(a, first, last)[1] + tail
+    out = {}
+    for label, results in runs.runs.items():
+        n_reach, slopes = [], []
+        for r in results:
+            n = float(crossing_time(np.maximum(r.samples, 1).astype(float), -(r.loss + tail), -level))
+            n_reach.append(n)
+            slopes.append(loss_exponent(r.samples, r.loss, a, beta, first, last).slope if np.isfinite(n) else np.nan)
+        reach, slope = np.array(n_reach), np.array(slopes)
+        slope = slope[np.isfinite(slope)]  # seeds that reach the window
+        floor = np.median([np.median((r.loss - unlearned_loss(r.overlaps, a))[-late:]) for r in results])
+        out[label] = OptimizerStats(
+            runs.configs[label][0].lr,
+            float(np.median(reach)),
+            float(reach.min()),
+            float(reach.max()),
+            float(np.mean(slope)) if slope.size else math.nan,
+            _half_spread(slope) if slope.size else math.nan,
+            float(floor),
+        )
+    return out
+
+
+class NoiseStats(NamedTuple):
+    r"""One label-noise level of :func:`label_noise_summary`.
+
+    Attributes:
+        predicted: the linearized floor :func:`noise_floor`.
+        excess, excess_spread: loss beyond unescaped directions over the noiseless run's, median over
+            the last ``late`` records, mean over seeds and half their range.
+        fit: the power-law fit of the mean loss plus tail on the noiseless run's window.
+        beyond: the loss beyond unescaped directions, shape (S, R).
+    """
+
+    predicted: float
+    excess: float
+    excess_spread: float
+    fit: PowerLawFit
+    beyond: np.ndarray
+
+
+def label_noise_summary(
+    runs: LabelNoiseRuns, p: AssumptionsPreset, first: int = 2, last: int = 12, late: int = 30
+) -> dict[float, NoiseStats]:
+    r"""Measured noise floors against :func:`noise_floor`, paired with the noiseless run (same inputs),
+    and the exponent on the window where the noiseless run's mean loss falls from the level of
+    ``first`` to that of ``last`` learned directions, fixed for every noise level. Needs the level 0."""
+    if 0.0 not in runs.runs:
+        raise ValueError(
+            f"label_noise_summary: the noise levels must include 0.0 (the control), got {sorted(runs.runs)}"
+        )
+    nm = p.noise_model
+    teacher = nm.teacher()
+    a = power_law_coefficients(nm.P, nm.beta)
+    tail = tail_beyond(nm.P, nm.beta)
+    beyond = {s: r.loss - unlearned_loss(r.overlaps, a) for s, r in runs.runs.items()}
+    base = beyond[0.0][:, -late:]
+    clean = runs.runs[0.0]
+    window = loss_exponent(clean.times, clean.loss.mean(axis=0), a, nm.beta, first=first, last=last).window
+    out = {}
+    for s, result in runs.runs.items():
+        c = runs.configs[s]
+        excess = np.median(beyond[s][:, -late:] - base, axis=1)  # per seed
+        fit = fit_power_law(result.times, result.loss.mean(axis=0) + tail, window=window)
+        out[s] = NoiseStats(
+            noise_floor(c.lr, c.batch, s, teacher), float(excess.mean()), _half_spread(excess), fit, beyond[s]
+        )
+    return out
 
 
 def reproduce_assumptions(preset: str, progress: bool = False) -> dict:
     """``python -m companion reproduce assumptions --preset ...``: run (or load) every experiment of
     the chapter "Where the assumptions break" and return a JSON-able summary."""
-    p = PRESETS[preset] if preset in PRESETS else get_preset(preset)
+    p = get_preset(preset)
     acts = activation_experiment(p, progress)
     corr = correlated_experiment(p, progress)
     opt = optimizer_experiment(p, progress)
     noise = label_noise_experiment(p, progress)
     a_law = power_law_coefficients(p.law_model.P, p.law_model.beta)
-    summary = {"activations": {}, "correlated": {}, "optimizers": {}, "label_noise": {}}
-    for label, recs in acts["laws"].items():
-        slopes = []
+    summary: dict[str, dict[str, Any]] = {"activations": {}, "correlated": {}, "optimizers": {}, "label_noise": {}}
+    for label, recs in acts.laws.items():
+        slopes: list[float | None] = []
         for rec in recs:
             try:
-                slopes.append(loss_exponent(rec["times"], rec["loss"], a_law, p.law_model.beta).slope)
+                slopes.append(loss_exponent(rec.times, rec.loss, a_law, p.law_model.beta).slope)
             except ValueError:
                 slopes.append(None)
-        windows = {d: emergence_windows(r) for d, r in acts["windows"][label].items()}
-        summary["activations"][label] = {"loss_exponent": slopes,
-                                         "window": {d: float(np.median(w)) if w.size else None for d, w in windows.items()}}
-    for rho, recs in corr["runs"].items():
-        summary["correlated"][str(rho)] = {"final_loss": [float(r["loss"][-1]) for r in recs]}
-    for label, results in opt["runs"].items():
+        windows = {d: emergence_windows(r) for d, r in acts.windows[label].items()}
+        summary["activations"][label] = {
+            "loss_exponent": slopes,
+            "window": {d: float(np.median(w)) if w.size else None for d, w in windows.items()},
+        }
+    for rho, flows in corr.runs.items():
+        summary["correlated"][str(rho)] = {"final_loss": [float(r.loss[-1]) for r in flows]}
+    for label, results in opt.runs.items():
         summary["optimizers"][label] = {"final_loss": [float(r.loss[-1]) for r in results]}
-    for s, result in noise["runs"].items():
+    for s, result in noise.runs.items():
         summary["label_noise"][str(s)] = {"final_loss": result.loss[:, -1].tolist()}
     return summary
-

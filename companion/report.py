@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -15,6 +15,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: int
 
     Display it in a chapter with ``IPython.display.Markdown(markdown_table(...))``.
     """
+
     def cell(x):
         text = fmt(x, digits) if isinstance(x, float) else str(x)
         return text.replace("|", "\\|")  # a literal bar (|x|) must not split the cell

@@ -15,12 +15,12 @@ fixed compute :math:`mt` gives :math:`\mathcal L^* \propto (mt)^{(1-2\beta)/(1+\
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from companion._validate import require_int, require_real
-
 
 # ----------------------------------------------------------------------------------------------
 # Superposition of emergences
@@ -62,7 +62,8 @@ def tail_beyond(P: int, beta: float, second_moment: float = 1.0) -> float:
 
     Extending :math:`a_p = p^{-\beta}/Z_P` to all :math:`p \ge 1` (same normalization as the P-term
     teacher), the directions :math:`p > P` carry
-    :math:`\tfrac12\mathbb E[\sigma^2] Z_P^{-2}\sum_{p>P} p^{-2\beta} = \tfrac12\mathbb E[\sigma^2]\,\zeta(2\beta, P+1)/Z_P^2`
+    :math:`\tfrac12\mathbb E[\sigma^2] Z_P^{-2}\sum_{p>P} p^{-2\beta}
+    = \tfrac12\mathbb E[\sigma^2]\,\zeta(2\beta, P+1)/Z_P^2`
     (Hurwitz zeta). A finite-P run never learns them before it has learned direction P, so
     adding this constant to its loss gives the loss of the infinite teacher up to that time: a
     pure power law, without the bend that the finite P puts into :math:`\mathcal L(t)`. Needs
@@ -97,13 +98,15 @@ def width_exponent(beta: float) -> float:
 
 
 def compute_exponent(beta: float) -> float:
-    r"""Compute-optimal frontier :math:`\mathcal L^* \propto (mt)^{(1-2\beta)/(1+\beta)}` (:math:`-1/3` at :math:`\beta = 0.8`)."""
+    r"""Compute-optimal frontier :math:`\mathcal L^* \propto (mt)^{(1-2\beta)/(1+\beta)}`
+    (:math:`-1/3` at :math:`\beta = 0.8`)."""
     beta = _beta(beta)
     return (1.0 - 2.0 * beta) / (1.0 + beta)
 
 
 def unstable_sample_exponent(beta: float) -> float:
-    r""":math:`\mathcal L(n) \propto n^{(1-2\beta)/(2\beta)}` with :math:`\eta \propto a_{P_*}` (Gaussian-sequence minimax rate)."""
+    r""":math:`\mathcal L(n) \propto n^{(1-2\beta)/(2\beta)}` with :math:`\eta \propto a_{P_*}`
+    (Gaussian-sequence minimax rate)."""
     beta = _beta(beta)
     return (1.0 - 2.0 * beta) / (2.0 * beta)
 
@@ -161,7 +164,9 @@ def fit_power_law(
         keep &= (x >= lo) & (x <= hi)
     n = int(keep.sum())
     if n < min_points:
-        raise ValueError(f"fit_power_law: only {n} usable points in the window, need at least min_points = {min_points}")
+        raise ValueError(
+            f"fit_power_law: only {n} usable points in the window, need at least min_points = {min_points}"
+        )
     lx, ly = np.log(x[keep]), np.log(y[keep])
     A = np.stack([np.ones_like(lx), lx], axis=1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
@@ -176,8 +181,15 @@ def fit_power_law(
         slopes = np.sum(bxm * (by - by.mean(axis=1, keepdims=True)), axis=1) / np.sum(bxm**2, axis=1)
     slopes = slopes[np.isfinite(slopes)]
     low, high = np.quantile(slopes, [0.05, 0.95]) if slopes.size else (np.nan, np.nan)
-    return PowerLawFit(float(coef[1]), float(coef[0]), stderr, float(low), float(high), n,
-                       (float(np.exp(lx.min())), float(np.exp(lx.max()))))
+    return PowerLawFit(
+        float(coef[1]),
+        float(coef[0]),
+        stderr,
+        float(low),
+        float(high),
+        n,
+        (float(np.exp(lx.min())), float(np.exp(lx.max()))),
+    )
 
 
 def lower_envelope(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid) -> np.ndarray:

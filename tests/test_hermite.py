@@ -63,7 +63,14 @@ def test_relu_coefficients_match_closed_form():
 
 @pytest.mark.parametrize(
     "name, k_star, parity",
-    [("h4", 4, "even"), ("h3", 3, "odd"), ("h6", 6, "even"), ("relu", 1, "neither"), ("abs", 2, "even"), ("tanh", 1, "odd")],
+    [
+        ("h4", 4, "even"),
+        ("h3", 3, "odd"),
+        ("h6", 6, "even"),
+        ("relu", 1, "neither"),
+        ("abs", 2, "even"),
+        ("tanh", 1, "odd"),
+    ],
 )
 def test_information_exponent_and_parity(name, k_star, parity):
     act = cm.get_activation(name)
@@ -115,7 +122,9 @@ def test_kernel_is_mehler_series(coefficients, rho):
 
 
 @settings(max_examples=20, deadline=None)
-@given(coefficients=st.lists(st.floats(-2, 2), min_size=2, max_size=6).filter(lambda c: any(abs(x) > 1e-3 for x in c[1:])))
+@given(
+    coefficients=st.lists(st.floats(-2, 2), min_size=2, max_size=6).filter(lambda c: any(abs(x) > 1e-3 for x in c[1:]))
+)
 def test_quadrature_recovers_given_coefficients(coefficients):
     act = cm.activation_from_coefficients(coefficients)
     recovered = cm.activation_from_callable(act, degree=act.degree + 2)

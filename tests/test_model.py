@@ -165,9 +165,26 @@ def test_cancellation_with_constant_term():
 @settings(max_examples=20, deadline=None)
 @given(scale=st.floats(0.01, 5.0), seed=st.integers(0, 2**16))
 def test_loss_is_nonnegative_and_homogeneous_parts(scale, seed):
+    # The student is 2-homogeneous, f_{cV} = c^2 f_V, so L(cV) = A - B t + C t^2 in t = c^2 with
+    # A = E f*^2 / 2, B = <f_V, f*>, C = E f_V^2 / 2 >= 0. Fit B and C from t = 1, 2 and check the
+    # quadratic at t = 3 and 1/2, A at t = 0, and that its minimum over t is >= 0 (Cauchy-Schwarz).
     teacher, _ = cm.ModelConfig.preset("test", dtype="float64").build()
     V = cm.init_student(jax.random.key(seed), 6, teacher.d, norm_sq=scale, dtype="float64")
-    assert float(cm.population_loss(V, teacher)) >= -1e-12
+
+    def loss_at(t):
+        return float(cm.population_loss(np.sqrt(t) * V, teacher))
+
+    A = 0.5 * float(teacher.second_moment)
+    assert loss_at(0.0) == pytest.approx(A, rel=1e-12)
+    L1, L2 = loss_at(1.0), loss_at(2.0)
+    C = (L2 - 2 * L1 + A) / 2  # L(2) - 2 L(1) + A = 2C
+    B = A + C - L1
+    scale_of_terms = A + abs(B) + C
+    for t in (3.0, 0.5):
+        assert loss_at(t) == pytest.approx(A - B * t + C * t**2, abs=1e-9 * scale_of_terms * (1 + t**2))
+    assert C > 0
+    assert A - B**2 / (4 * C) >= -1e-9 * scale_of_terms
+    assert L1 >= -1e-12
 
 
 def test_changing_a_coefficient_changes_the_loss():

@@ -93,7 +93,7 @@ def test_single_neuron_times_match_the_h4_closed_form():
 def test_top_feature_leaves_v1_only_for_large_correlation():
     a = cm.power_law_coefficients(16, 0.8)
     h4 = cm.get_activation("h4")
-    assert assumptions.top_feature(a, 0.0, h4)["v1"] == pytest.approx(1.0, abs=1e-9)
-    assert assumptions.top_feature(a, 0.7, h4)["u"] > assumptions.top_feature(a, 0.7, h4)["v1"]
+    assert assumptions.top_feature(a, 0.0, h4).v1 == pytest.approx(1.0, abs=1e-9)
+    assert assumptions.top_feature(a, 0.7, h4).u > assumptions.top_feature(a, 0.7, h4).v1
     rho = assumptions.merge_correlation(a, h4)
     assert 0.3 < rho < 0.6

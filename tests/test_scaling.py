@@ -36,7 +36,7 @@ def test_superposition_matches_closed_form_of_idealized_student():
     T = idealized_escape_times(a, scale=3.0)
     times = np.array([0.5, 4.0, 6.0, 9.0, 20.0, 100.0])
     predicted = superposition_loss(a, T, times)
-    for t, value in zip(times, predicted):
+    for t, value in zip(times, predicted, strict=True):
         learned = np.flatnonzero(T <= t)
         V = cm.student_holding(teacher, learned, 12)
         assert float(cm.population_loss(V, teacher)) == pytest.approx(value, abs=1e-13)

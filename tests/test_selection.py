@@ -35,7 +35,7 @@ HAND = np.array(
 
 def test_greedy_order_matching_and_times_on_a_hand_made_matrix():
     sel = _select(HAND)
-    assert list(zip(sel.students.tolist(), sel.teachers.tolist())) == [(0, 0), (2, 2), (1, 1)]
+    assert list(zip(sel.students.tolist(), sel.teachers.tolist(), strict=True)) == [(0, 0), (2, 2), (1, 1)]
     assert sel.matching.tolist() == [0, 1, 2]
     np.testing.assert_allclose(sel.strengths, [9.0, 7.0, 6.0])
     np.testing.assert_allclose(sel.times, 1.0 / (8.0 * np.array([9.0, 7.0, 6.0])))
@@ -70,7 +70,7 @@ def test_ties_break_to_the_lowest_student_then_teacher():
 def test_more_students_than_directions():
     M = np.array([[1.0, 2.0], [5.0, 1.0], [4.0, 3.0], [0.5, 0.5]])
     sel = _select(M)
-    assert list(zip(sel.students.tolist(), sel.teachers.tolist())) == [(1, 0), (2, 1)]
+    assert list(zip(sel.students.tolist(), sel.teachers.tolist(), strict=True)) == [(1, 0), (2, 1)]
     assert sel.matching.tolist() == [1, 2]
     np.testing.assert_allclose(sel.column_gap, [5 / 4, 3 / 2])  # other free students on the column
     np.testing.assert_allclose(sel.row_gap, [5 / 1, np.inf])
@@ -81,7 +81,7 @@ def test_more_students_than_directions():
 def test_fewer_students_than_directions():
     M = np.array([[1.0, 2.0, 6.0, 0.1], [3.0, 2.5, 4.0, 0.2]])
     sel = _select(M)
-    assert list(zip(sel.students.tolist(), sel.teachers.tolist())) == [(0, 2), (1, 0)]
+    assert list(zip(sel.students.tolist(), sel.teachers.tolist(), strict=True)) == [(0, 2), (1, 0)]
     assert sel.matching.tolist() == [1, -1, 0, -1]
     np.testing.assert_allclose(sel.row_gap, [6 / 2, 3 / 2.5])
     np.testing.assert_allclose(sel.column_gap, [6 / 4, np.inf])
@@ -111,7 +111,7 @@ def test_greedy_selection_laws(C0, data):
     assert sel.students.size == n
     assert len(set(sel.students.tolist())) == n and len(set(sel.teachers.tolist())) == n
     free_rows, free_cols = set(range(m)), set(range(P))
-    for s, (k, q) in enumerate(zip(sel.students, sel.teachers)):
+    for k, q in zip(sel.students, sel.teachers, strict=True):
         # each pick is the maximum of what is still free
         assert M[k, q] == max(M[i, j] for i in free_rows for j in free_cols)
         free_rows.discard(int(k))
@@ -150,8 +150,18 @@ def test_strength_matrix_exponent_and_sign():
 
 def _trajectory(times, overlaps):
     R, m, P = overlaps.shape
-    return Trajectory(np.asarray(times, float), overlaps, np.zeros((R, m)), np.zeros(R), overlaps[0],
-                      np.zeros(m), np.zeros((m, 1)), 0, 0.1, "euler")
+    return Trajectory(
+        np.asarray(times, float),
+        overlaps,
+        np.zeros((R, m)),
+        np.zeros(R),
+        overlaps[0],
+        np.zeros(m),
+        np.zeros((m, 1)),
+        0,
+        0.1,
+        "euler",
+    )
 
 
 def test_compare_with_a_synthetic_trajectory():
@@ -185,8 +195,9 @@ def test_greedy_and_refined_predictions_on_a_real_run():
     run = euler_flow(V0, teacher, log_times(400.0, 300, 0.3), 0.1)
     a = np.asarray(teacher.coefficients, dtype=np.float64)
     sel = greedy_selection(run.initial_overlaps, a, teacher.activation)
-    refined = refined_escape_times(run.initial_overlaps, run.initial_norms_sq, a, teacher.activation,
-                                   sel.students, sel.teachers)
+    refined = refined_escape_times(
+        run.initial_overlaps, run.initial_norms_sq, a, teacher.activation, sel.students, sel.teachers
+    )
     cmp = compare_with_trajectory(sel, run, predicted_times=refined)
     assert cmp.match_fraction >= 0.9
     ratio = cmp.predicted_pair_time / cmp.predicted_time
