@@ -5,8 +5,8 @@ gradient flow; with it the sample count :math:`T/\eta\propto d^{I-1}\cdot d^{I}=
 from the design. That law is therefore not tested by running SGD at that rate. What can be measured
 is the number of samples SGD needs at the *best* learning rate: for each dimension d, the minimum
 over a grid of rates (from the measured stability edge :func:`companion.sgd.stability_edge` down to
-far below it) of the median number of samples to escape. Its growth exponent in d is an empirical
-upper bound on the exponent of online SGD's sample complexity, to compare with
+far below it) of the median number of samples to escape. At each d that minimum bounds the best rate's count
+from above (the grid is finite); its growth exponent in d is the measured exponent, to compare with
 :math:`k_*-1` (plain online SGD, Ben Arous et al.) and :math:`k_*/2` (the CSQ lower bound, reached
 only by other algorithms).
 
