@@ -101,7 +101,7 @@ class EscapeSweep:
 
 #: A small preset for tests (seconds on one core).
 TEST = EscapeSweep(dims=(8, 16), fractions=(0.5, 0.125), seeds=3, width=4, batch=16, records=60)
-#: The chapter's preset: rates over a factor 16 below half the stability edge (about 70 s of CPU on one core).
+#: The chapter's preset: rates over a factor 16 below half the stability edge (estimated ~70 s CPU: 107 s was measured with horizon 3, and the cost scales with the horizon).
 BOOK = EscapeSweep()
 
 
