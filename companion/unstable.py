@@ -28,10 +28,15 @@ from companion._validate import require_int, require_real
 from companion.cache import Cache
 from companion.config import ModelConfig
 from companion.dynamics import direction_escapes
-from companion.experiments import VERSION, FlowRun, run_flow
+from companion.experiments import FlowRun, run_flow
 from companion.scaling import fit_power_law, tail_beyond
 from companion.sgd import SGDConfig, log_steps, run_sgd, theory_lr
 
+#: Cache version of this module's own entries (the gradient-flow reference, namespace
+#: ``"unstable-flow"``); bump when their meaning changes. The SGD runs are cached by
+#: :func:`companion.sgd.run_sgd` under its own namespace and version.
+VERSION = "unstable-1"
+FLOW_NAMESPACE = "unstable-flow"
 
 @dataclass(frozen=True)
 class UnstableLR:
@@ -134,7 +139,7 @@ def run_unstable(config: UnstableLR, cache: Cache | bool | None = True, progress
     """
     if not isinstance(config, UnstableLR):
         raise ValueError(f"config must be an UnstableLR, got {type(config).__name__}")
-    flow = run_flow(config.flow_run(), Cache.resolve(cache, namespace="flow", version=VERSION))
+    flow = run_flow(config.flow_run(), Cache.resolve(cache, namespace=FLOW_NAMESPACE, version=VERSION))
     a = np.asarray(config.model.teacher().coefficients, dtype=np.float64)
     samples, times, loss, escapes, winners = [], [], [], [], []
     for p_star in config.p_stars:
@@ -173,15 +178,23 @@ def tracking_ratio(result: UnstableResult) -> np.ndarray:
     return a[result.p_stars - 1][:, None] / a[None, :]
 
 
-def escape_deviation(result: UnstableResult) -> tuple[np.ndarray, np.ndarray]:
+def escape_deviation(result: UnstableResult, same_winner_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     r"""Relative deviation of SGD escape times from the flow's, and whether the same student won.
 
+    Args:
+        result: the experiment.
+        same_winner_only: count only escapes won by the flow's student (the chapter's first
+            version did; it drops the escapes SGD hands to another neuron, which at large overdrive
+            are most of them, and so biases the deviation down). Default: every escape.
     Returns:
         ``(deviation, same_winner)``, each (K, S, P): :math:`T^{\rm SGD}_p/T^{\rm GF}_p - 1` where
-        both are finite and the same student learned p (``nan`` otherwise), and that agreement.
+        both are finite (and, with ``same_winner_only``, the same student learned p; ``nan``
+        otherwise), and whether SGD's student is the flow's.
     """
     same = (result.winners == result.flow_winners[None, None, :]) & (result.flow_winners >= 0)
-    ok = same & np.isfinite(result.escapes) & np.isfinite(result.flow_escapes)[None, None, :]
+    ok = np.isfinite(result.escapes) & np.isfinite(result.flow_escapes)[None, None, :]
+    if same_winner_only:
+        ok = ok & same
     with np.errstate(invalid="ignore", divide="ignore"):
         deviation = np.where(ok, result.escapes / result.flow_escapes[None, None, :] - 1.0, np.nan)
     return deviation, same
@@ -241,11 +254,13 @@ class TrackingCurve(NamedTuple):
     fit: object
 
 
-def tracking_curve(result: UnstableResult, bins: int = 7, min_count: int = 5) -> TrackingCurve:
+def tracking_curve(result: UnstableResult, bins: int = 7, min_count: int = 5,
+                   same_winner_only: bool = False) -> TrackingCurve:
     """Bin :func:`escape_deviation` by :func:`tracking_ratio` (``bins`` log-spaced bins over the
-    observed range; bins with fewer than ``min_count`` escapes are dropped) and fit the RMS."""
+    observed range; bins with fewer than ``min_count`` escapes are dropped) and fit the RMS.
+    Every escape counts unless ``same_winner_only``."""
     bins = require_int("bins", bins, 2)
-    deviation, same = escape_deviation(result)
+    deviation, same = escape_deviation(result, same_winner_only)
     x = np.broadcast_to(tracking_ratio(result)[:, None, :], deviation.shape)
     edges = np.geomspace(x.min() * 0.999, x.max() * 1.001, bins + 1)
     centers, rms, agree, counts = [], [], [], []
@@ -267,6 +282,78 @@ def _fit_or_none(x, y, **kwargs):
         return fit_power_law(x, y, **kwargs)
     except ValueError:
         return None
+
+
+class RateConstant(NamedTuple):
+    r"""The learning-rate constant c(d) measured from an experiment's own escapes.
+
+    :func:`companion.sgd.theory_lr` sets :math:`\eta/B = c\,a_{P_*}\Delta^2 d^{-I}`, with c meant to be
+    the value at which the RMS relative deviation of a direction's escape time is Δ when driven at
+    its own rate (x = 1). With a deviation that grows like :math:`\sqrt{\eta}` (derived), a bin at
+    overdrive x with RMS deviation r implies :math:`c(d) = c_{\rm used}\,x\,(\Delta/r)^2`.
+
+    Attributes:
+        used: the c the experiment's rates were built with (recovered from the rates).
+        per_bin: (J,) the implied c(d) of each tracking bin; x: (J,) the bins' overdrive.
+        value: the median over bins; at_one: the bin nearest x = 1.
+    """
+
+    used: float
+    per_bin: np.ndarray
+    x: np.ndarray
+    value: float
+    at_one: float
+
+
+def rate_constant(result: UnstableResult, delta: float, d: int, information_exponent: int,
+                  tracking: TrackingCurve | None = None) -> RateConstant:
+    """c(d) implied by the measured tracking (see :class:`RateConstant`); every escape counts."""
+    delta = require_real("delta", delta, low=0.0, low_open=True)
+    tracking = tracking_curve(result) if tracking is None else tracking
+    a = result.coefficients
+    used = float(np.median(result.rates / (result.batch * a[result.p_stars - 1] * delta**2
+                                           * float(d) ** (-information_exponent / 2.0))))
+    x, rms = np.asarray(tracking.x), np.asarray(tracking.rms)
+    if x.size == 0:
+        return RateConstant(used, np.array([]), x, float("nan"), float("nan"))
+    per_bin = used * x * (delta / rms) ** 2
+    return RateConstant(used, per_bin, x, float(np.median(per_bin)), float(per_bin[np.argmin(np.abs(np.log(x)))]))
+
+
+class Envelope(NamedTuple):
+    """The best stream-averaged loss over every rate of the grid at each sample budget.
+
+    Attributes:
+        n: (N,) log-spaced budgets over the rule points' range (the window fixed in advance);
+        loss: (N,) the envelope there (no tail); best: (N,) index of the rate that attains it;
+        fit: power law of envelope + tail against n (None where too few points).
+    """
+
+    n: np.ndarray
+    loss: np.ndarray
+    best: np.ndarray
+    fit: object
+
+
+def envelope(result: UnstableResult, beta: float, points: int = 12) -> Envelope:
+    r"""Best loss over the rate grid at each budget n, from the first to the second-to-last rule
+    point (:func:`rule_points`, every :math:`P_* < P`), fitted with the tail beyond P added. It
+    credits whichever rate does best at each n, so it does not fix the x-coordinates by the rule's
+    construction; each run's loss is :func:`loss_at` (``nan``, i.e. not a candidate, outside the
+    run's recorded range)."""
+    points = require_int("points", points, 3)
+    n_rule, _ = rule_points(result)
+    finite = n_rule[:-1][np.isfinite(n_rule[:-1])]
+    if finite.size < 2:
+        return Envelope(np.array([]), np.array([]), np.array([], int), None)
+    n = np.geomspace(finite.min(), finite.max(), points)
+    table = np.stack([loss_at(result, i, n) for i in range(result.p_stars.size)])  # (K, N)
+    masked = np.where(np.isfinite(table), table, np.inf)
+    best = np.argmin(masked, axis=0)
+    loss = masked[best, np.arange(n.size)]
+    ok = np.isfinite(loss)
+    tail = tail_beyond(result.coefficients.size, beta)
+    return Envelope(n, np.where(ok, loss, np.nan), best, _fit_or_none(n[ok], loss[ok] + tail, min_points=3))
 
 
 class LossFits(NamedTuple):
@@ -318,7 +405,11 @@ def summarize(config: UnstableLR, result: UnstableResult) -> dict:
         gain = stable / own
     a = result.coefficients
     tracking = tracking_curve(result)
+    same_only = tracking_curve(result, same_winner_only=True)
     fits = loss_fits(result, config.model.beta)
+    env = envelope(result, config.model.beta)
+    k = config.model.teacher().activation.information_exponent
+    constant = rate_constant(result, config.delta, config.model.d, k, tracking)
 
     def fit(f):
         return None if f is None else {"slope": f.slope, "low": f.low, "high": f.high, "points": f.n}
@@ -333,6 +424,15 @@ def summarize(config: UnstableLR, result: UnstableResult) -> dict:
                      "fit": fit(tracking.fit)},
         "loss": {"stable": fit(fits.stable), "rule": fit(fits.rule), "rule_below": list(fits.rule_below),
                  "fastest_below": list(fits.fastest_below)},
+        # Added with cache version unstable-1: "tracking" counts every escape; the earlier
+        # same-winner-only measure is kept under its own name.
+        "tracking_same_winner": {"x": same_only.x.tolist(), "rms": same_only.rms.tolist(),
+                                 "counts": same_only.counts.tolist(), "fit": fit(same_only.fit)},
+        "envelope": {"n": env.n.tolist(), "loss": [float(v) for v in env.loss],
+                     "best_p_star": [int(result.p_stars[i]) for i in env.best], "fit": fit(env.fit)},
+        "rate_constant": {"used": constant.used, "value": constant.value, "at_one": constant.at_one,
+                          "per_bin": constant.per_bin.tolist(), "x": constant.x.tolist()},
+        "version": VERSION,
     }
 
 

@@ -73,7 +73,10 @@ def test_analysis_on_known_arrays():
     deviation, same = un.escape_deviation(r)
     np.testing.assert_allclose(deviation[0, 0], [-0.5, -0.5, -0.4])
     assert same[0, 1].tolist() == [True, False, False]
-    assert np.isnan(deviation[0, 1, 1]) and np.isnan(deviation[0, 1, 2])  # another winner / never learned
+    # every escape counts by default, whoever won it; a direction never learned has no deviation
+    assert deviation[0, 1, 1] == pytest.approx(2.0 / 4.0 - 1) and np.isnan(deviation[0, 1, 2])
+    only_same, _ = un.escape_deviation(r, same_winner_only=True)
+    assert np.isnan(only_same[0, 1, 1]) and only_same[0, 0, 1] == pytest.approx(-0.5)
     np.testing.assert_allclose(deviation[1, 1], [0.0, -0.25, 0.0])
     np.testing.assert_allclose(un.tracking_ratio(r), [[1.0, 1.6, 0.8 / 0.33], [0.33 / 0.8, 0.33 / 0.5, 1.0]])
     # samples to the own top P*: P* = 1 -> T_1 / eta_1; P* = 3 -> max over all three / eta_3
@@ -135,3 +138,38 @@ def test_tracking_curve_recovers_a_planted_square_root():
     assert curve.fit.slope == pytest.approx(0.5, abs=0.05)
     np.testing.assert_allclose(curve.rms, 0.1 * np.sqrt(curve.x), rtol=0.3)
     assert np.all(curve.same_winner == 1.0)
+
+
+def test_rate_constant_inverts_a_planted_square_root_law():
+    # Rates built with c_used = 20; planted deviations r(x) = delta * sqrt(c_used * x / c_true).
+    P, d, k, delta, c_true = 16, 32, 4, 0.1, 80.0
+    a = np.arange(1, P + 1, dtype=np.float64) ** -0.8
+    p_stars = np.array([1, 2, 4, 8, 16])
+    rates = 20.0 * 4 * a[p_stars - 1] * delta**2 * d ** (-k / 2)
+    x = np.array([0.5, 1.0, 3.0])
+    curve = un.TrackingCurve(x, delta * np.sqrt(20.0 * x / c_true), np.ones(3), np.full(3, 9), None)
+    r = un.UnstableResult(p_stars, rates, a, *([np.zeros(1)] * 5), np.zeros(1), np.zeros(1), np.zeros(1),
+                          np.zeros(1), 4)
+    constant = un.rate_constant(r, delta, d, k, curve)
+    assert constant.used == pytest.approx(20.0)
+    np.testing.assert_allclose(constant.per_bin, c_true)
+    assert constant.value == pytest.approx(c_true) and constant.at_one == pytest.approx(c_true)
+    with pytest.raises(ValueError, match="delta"):
+        un.rate_constant(r, 0.0, d, k, curve)
+
+
+def test_envelope_takes_the_best_rate_at_each_budget():
+    # Three rates with different recorded ranges; the rule points of P* = 1, 2 set the window [10, 200].
+    P = 4
+    a = np.arange(1, P + 1, dtype=np.float64) ** -1.0
+    samples = np.array([[10.0, 1e3, np.nan], [10.0, 1e2, 1e4], [10.0, 1e3, 1e5]])
+    loss = np.array([[[0.2, 0.05, np.nan]] * 2, [[0.3, 0.02, 0.01]] * 2, [[0.4, 0.1, 0.01]] * 2])
+    escapes = np.array([[[1.0, 2.0, 3.0, 4.0]] * 2, [[1.0, 2.0, 3.0, 4.0]] * 2, [[1.0, 2.0, 30.0, 40.0]] * 2])
+    r = un.UnstableResult(np.array([1, 2, 4]), np.array([1e-1, 1e-2, 1e-3]), a, samples, samples, loss, escapes,
+                          np.zeros((3, 2, P), int), np.zeros(2), np.zeros(2), np.ones(P), np.arange(P), 1)
+    env = un.envelope(r, beta=1.0, points=5)
+    assert env.n[0] == pytest.approx(10.0) and env.n[-1] == pytest.approx(200.0)
+    table = np.stack([un.loss_at(r, i, env.n) for i in range(3)])
+    np.testing.assert_allclose(env.loss, np.nanmin(table, axis=0))
+    assert env.best[0] == 0 and env.best[-1] == 1  # the fastest rate first, then the middle one
+    assert env.fit is not None and env.fit.slope < 0
