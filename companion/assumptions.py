@@ -42,9 +42,7 @@ from companion.teacher import Teacher, power_law_coefficients
 #: :func:`run_flow_spec` changes what it computes.
 VERSION = "assumptions-1"
 
-# TEMPORARY: ``optim.teacher_for`` is the public name worker "core" gives ``optim._teacher``; until
-# that lands, fall back to the private name. Remove the fallback once ``teacher_for`` exists.
-_teacher_for = getattr(optim, "teacher_for", None) or optim._teacher
+_teacher_for = optim.teacher_for
 
 
 # ----------------------------------------------------------------------------------------------

@@ -76,9 +76,6 @@ def teacher_for(model: ModelConfig, correlation: float | None = None) -> Teacher
                             correlation=correlation, key=key, dtype=model.dtype)
 
 
-#: Deprecated private alias of :func:`teacher_for`, kept until :mod:`companion.assumptions` uses the public name.
-_teacher = teacher_for
-
 
 # ----------------------------------------------------------------------------------------------
 # Optimizers and the minibatch trainer
