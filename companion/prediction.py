@@ -324,3 +324,60 @@ def plateau_ratio(loss_final, coefficients, widths) -> np.ndarray:
         raise ValueError(f"widths must be < P = {a.size} (the ideal plateau is 0 beyond)")
     ideal = np.array([0.5 * np.sum(a[m:] ** 2) for m in widths])
     return np.asarray(loss_final, dtype=np.float64) / ideal
+
+
+def predicted_exponents(model: ModelConfig, widths, seeds, horizon: float | None = None, records: int = 300,
+                        shape: str = "step", refined: bool = True, resolution: int = 400, cache=True) -> dict:
+    r"""Predicted time, width and frontier exponents of a width sweep, fitted exactly as the measured
+    ones (:func:`companion.frontier.fit_exponents`).
+
+    ``horizon`` defaults to the latest predicted learning time of the widest student (every
+    direction learned). Returns ``{"time", "width", "frontier"}`` (each a list over seeds),
+    ``"horizon"`` and ``"fallbacks"`` (refined escapes replaced by scaled leading-order ones).
+    """
+    from companion.cache import Cache
+    from companion.dynamics import log_times
+    from companion.frontier import fit_exponents
+
+    widths = tuple(widths)
+    store = Cache.resolve(cache, namespace="prediction", version=VERSION)
+    preds = [[run_prediction(PredictionRun(model.replace(m=m, seed=s), refined, resolution), store) for m in widths]
+             for s in seeds]
+    if horizon is None:
+        horizon = float(max(np.max(p[-1].learned[np.isfinite(p[-1].learned)]) for p in preds))
+    t = log_times(horizon, records, t_min=horizon / 5000.0)
+    loss = np.array([[predicted_loss(p, t, shape) for p in row] for row in preds])
+    escapes = np.array([[p.escapes for p in row] for row in preds])
+    fits = fit_exponents(t, loss, escapes, np.asarray(widths), model.P, model.beta)
+    return {"time": fits.time.tolist(), "width": fits.width.tolist(), "frontier": fits.frontier.tolist(),
+            "horizon": horizon, "fallbacks": int(sum(p.fallback.sum() for row in preds for p in row))}
+
+
+#: Scales of :func:`prediction_scale_scan`: (d, P = d/2, widths P/16 ... 2P by factors of 2).
+SCALE_SCAN = {
+    "test": dict(ds=(32, 64), seeds=(0,)),
+    "medium": dict(ds=(256, 512, 1024, 2048), seeds=(0, 1, 2)),
+}
+
+
+def prediction_scale_scan(preset: str = "medium", refined: bool = False, progress: bool = False) -> dict:
+    r"""Predicted exponents at d = 256 ... 2048 (P = d/2, β = 0.8, h4), several seeds: how the
+    width dependence of the escape times bends the frontier at each scale.
+
+    ``refined=False`` uses greedy selection's leading-order times (the refined solve costs minutes
+    per student at paper size on 2 cores); the chapter measures at the book's scale how much that
+    changes the slopes.
+    """
+    if preset not in SCALE_SCAN:
+        raise ValueError(f"preset must be one of {sorted(SCALE_SCAN)}, got {preset!r}")
+    spec = SCALE_SCAN[preset]
+    rows = []
+    for d in spec["ds"]:
+        P = d // 2
+        widths = tuple(int(P // 16 * 2**i) for i in range(6)) if P >= 16 else (P // 4, P // 2, P, 2 * P)
+        model = ModelConfig(d=d, P=P, m=1)
+        if progress:
+            print(f"d = {d}, P = {P}, widths {widths}", flush=True)
+        rows.append({"d": d, "P": P, "widths": widths, "seeds": spec["seeds"], "refined": refined,
+                     **predicted_exponents(model, widths, spec["seeds"], refined=refined)})
+    return {"experiment": "prediction_scale", "preset": preset, "beta": 0.8, "rows": rows}

@@ -6,6 +6,7 @@ the chapter shows it beside its executed small run. This module stamps such a su
 
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep --preset medium --out book/results/width_sweep_medium.json
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep_sgd --preset book --out book/results/width_sweep_sgd_book.json
+    JAX_PLATFORMS=cpu python -m companion.provenance prediction_scale --preset medium --out book/results/prediction_scale.json
 
 (``python -m companion reproduce NAME --preset P --out FILE`` writes the short summary of the
 command line without provenance; this runner writes every array the chapter reads, with it.)
@@ -117,10 +118,17 @@ def _width_sweep_sgd_summary(preset: str, progress: bool) -> dict:
     return reproduce_width_sweep_sgd(preset, progress=progress, full=True)
 
 
+def _prediction_scale_summary(preset: str, progress: bool) -> dict:
+    from companion.prediction import prediction_scale_scan
+
+    return prediction_scale_scan(preset, progress=progress)
+
+
 #: Experiments this runner can summarize in full.
 SUMMARIES: dict[str, Callable[[str, bool], dict]] = {
     "width_sweep": _width_sweep_summary,
     "width_sweep_sgd": _width_sweep_sgd_summary,
+    "prediction_scale": _prediction_scale_summary,
 }
 
 
