@@ -172,6 +172,8 @@ def run_width_sweep(sweep: WidthSweep, cache: Cache | bool | None = True, progre
 WIDTH_SWEEPS: dict[str, WidthSweep] = {
     "test": WidthSweep(ModelConfig(d=32, P=16, m=1), widths=(4, 8, 16, 32), horizon=300.0, records=120),
     "book": WidthSweep(ModelConfig(d=256, P=128, m=1), widths=(8, 16, 32, 64, 128, 256), seeds=(0, 1), horizon=1500.0),
+    # medium: a committed background run (book/results/width_sweep_medium.json), not executed by the book.
+    "medium": WidthSweep(ModelConfig(d=512, P=256, m=1), widths=(16, 32, 64, 128, 256, 512), seeds=(0,), horizon=5000.0),
     "paper": WidthSweep(ModelConfig(d=2048, P=1024, m=1), widths=(32, 64, 128, 256, 512, 1024, 2048), horizon=2.0e4,
                         dt=0.1, records=400),
 }
