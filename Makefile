@@ -12,7 +12,7 @@ RUN := env -u MPLBACKEND JAX_PLATFORMS=cpu PYTHONHASHSEED=0
 # stale cache can never vouch for changed code. A user's own cache (./cache) is never touched.
 TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 
-.PHONY: setup book test unit nbval notebooks benchmark clean
+.PHONY: setup book test unit nbval notebooks benchmark clean pdf pdf-from-build
 
 setup: $(STAMP)
 
@@ -29,8 +29,21 @@ book: $(STAMP)
 	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
 
-# Every test: the strict book build, then unit tests, reference-notebook sync checks and nbval.
+# The whole book as one PDF (_build/html/companion-book.pdf, linked from the introduction):
+# Sphinx's single-page HTML, built from the HTML build's doctrees (no chapter executes twice),
+# printed by headless Chromium after MathJax ran. Needs Debian's chromium and poppler-utils.
+pdf: book pdf-from-build
+
+pdf-from-build: $(STAMP)
+	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going --builder singlehtml .
+	$(BIN)/python tests/pdf.py --html _build/singlehtml --out _build/html/companion-book.pdf
+
+# Every test: the strict book build (and its PDF where Chromium is installed), then unit tests,
+# reference-notebook sync checks and nbval.
 test: book
+	@if command -v chromium >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory pdf-from-build; \
+	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
 	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
 

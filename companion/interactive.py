@@ -205,7 +205,8 @@ def staircase_grid(betas: Sequence[float], Ps: Sequence[int], points: int = 300)
     :math:`t^{(1-2\beta)/\beta}` through the loss at :math:`t = 10`.
 
     Returns:
-        ``{(beta, P): (t, loss, reference)}``, each of shape (points,).
+        ``{(beta, P): (t, loss, reference, first)}``: ``t``, ``loss``, ``reference`` of shape
+        (points,), and ``first`` the first four escape times :math:`T_1..T_4`.
     """
     if not betas or not Ps:
         raise ValueError("betas and Ps must be non-empty")
@@ -221,7 +222,7 @@ def staircase_grid(betas: Sequence[float], Ps: Sequence[int], points: int = 300)
             t = np.logspace(-0.5, np.log10(T.max()) + 0.5, points)
             loss = superposition_loss(a, T, t)
             ref = loss[np.searchsorted(t, 10.0)] * (t / 10.0) ** time_exponent(float(beta))
-            grid[(float(beta), int(P))] = (t, loss, ref)
+            grid[(float(beta), int(P))] = (t, loss, ref, T[:4])
     return grid
 
 
@@ -245,8 +246,11 @@ def staircase_figure(grid: dict, start: tuple[float, int] | None = None, still=N
     fig = go.Figure()
     keys = list(itertools.product(betas, Ps))
     for beta, P in keys:
-        t, loss, ref = grid[(beta, P)]
+        t, loss, ref, first = grid[(beta, P)]
         clip = ref >= 0.25 * loss[loss > 0].min()
+        fig.add_trace(go.Scatter(x=_round(np.repeat(first, 3)), y=[1e-9, 1.0, None] * len(first), mode="lines",
+                                 line=dict(color="#ff7f0e", width=0.8), opacity=0.6, name="first four emergences",
+                                 hovertemplate="T = %{x:.3g}<extra></extra>"))
         fig.add_trace(go.Scatter(x=_round(t), y=_round(loss), mode="lines", line=dict(color="#1f77b4", shape="hv"),
                                  name="sum of emergences", hovertemplate="t = %{x:.3g}<br>loss = %{y:.3g}<extra></extra>"))
         fig.add_trace(go.Scatter(x=_round(t[clip]), y=_round(ref[clip]), mode="lines",
@@ -259,8 +263,9 @@ def staircase_figure(grid: dict, start: tuple[float, int] | None = None, still=N
     visibility, titles = {}, {}
     for bi, beta in enumerate(betas):
         for pi, P in enumerate(Ps):
-            flags = [False] * (2 * len(keys))
-            flags[2 * index[(beta, P)]] = flags[2 * index[(beta, P)] + 1] = True
+            flags = [False] * (3 * len(keys))
+            first = 3 * index[(beta, P)]
+            flags[first:first + 3] = [True] * 3
             visibility[(bi, pi)] = flags
             titles[(bi, pi)] = f"β = {beta:g}, P = {P}: slope {time_exponent(beta):.2f} on log-log axes"
     sliders = (Slider("beta", "β", tuple(betas), betas.index(start[0])), Slider("P", "P", tuple(Ps), Ps.index(start[1])))

@@ -41,7 +41,8 @@ def test_sharpening_window_is_about_13_s0_and_halves_with_each_doubling_of_d():
 
 def test_staircase_grid_follows_the_time_exponent_and_validates():
     grid = ia.staircase_grid([0.8], [1024])
-    t, loss, ref = grid[(0.8, 1024)]
+    t, loss, ref, first = grid[(0.8, 1024)]
+    assert np.all(np.diff(first) > 0) and loss[np.searchsorted(t, first[0]) - 1] == pytest.approx(0.5)
     assert np.all(np.diff(loss) <= 0) and loss[0] == pytest.approx(0.5)
     inside = (t > 5) & (t < 200)
     # With the tail an infinite teacher would still owe (chapter 6), the slope is the law's.
@@ -63,7 +64,7 @@ def test_staircase_figure_shows_one_curve_per_slider_position_and_is_reproducibl
     figure = ia.staircase_figure(grid, start=(0.9, 64))
     assert [s.name for s in figure.sliders] == ["beta", "P"]
     for key, flags in figure.visibility.items():
-        assert sum(flags) == 2, key
+        assert sum(flags) == 3, key
     assert len({tuple(f) for f in figure.visibility.values()}) == 4  # every position shows different curves
     html = figure.to_html()
     assert html == ia.staircase_figure(grid, start=(0.9, 64)).to_html()  # no random ids
