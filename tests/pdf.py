@@ -36,21 +36,35 @@ PRINT_CSS = """
 .bd-header, .bd-sidebar-primary, .bd-sidebar-secondary, .bd-footer, .bd-footer-article,
 .header-article, .prev-next-area, .headerlink, .toggle-details, .copybtn, .bd-header-article,
 .sidebar-toggle, .search-button, #pst-back-to-top, .tag_hide-input summary { display: none !important; }
-.bd-main, .bd-content, .bd-article-container, .bd-article { max-width: 100% !important; width: 100% !important; }
+html, body { width: auto !important; }
+.bd-page-width, .bd-container, .bd-container__inner, .bd-main, .bd-content, .bd-article-container,
+.bd-article { display: block !important; max-width: 100% !important; width: auto !important;
+  min-width: 0 !important; margin: 0 !important; padding: 0 !important; flex: none !important; }
+h1, h2, h3, p, li, dd, dt { overflow-wrap: anywhere; }
+div.cell, div.cell_input, div.cell_output, div.highlight { page-break-inside: auto; }
 .cell_output img, figure img { max-width: 100% !important; page-break-inside: avoid; }
 div.highlight pre { white-space: pre-wrap !important; word-break: break-word; }
 details { display: block; }
 """
 
 
-def _inject_print_css(html_dir: Path) -> None:
-    css = html_dir / "_static" / "companion-print.css"
-    css.write_text(PRINT_CSS)
+def _printable_page(html_dir: Path) -> Path:
+    """The single page as ``html_dir/print.html``, with the print styles linked.
+
+    With the book's root document in ``book/``, Jupyter Book writes the single page to
+    ``book/00_intro.html`` (``index.html`` only redirects there) but computes every link in it
+    relative to the output root: the page is only whole when served from the root.
+    """
     index = html_dir / "index.html"
     text = index.read_text()
+    redirect = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', text)
+    if redirect:
+        text = (html_dir / redirect.group(1)).read_text()
+    (html_dir / "_static" / "companion-print.css").write_text(PRINT_CSS)
     link = '<link rel="stylesheet" href="_static/companion-print.css" />'
-    if link not in text:
-        index.write_text(text.replace("</head>", link + "\n</head>", 1))
+    page = html_dir / "print.html"
+    page.write_text(text.replace("</head>", link + "\n</head>", 1))
+    return page
 
 
 def print_pdf(html_dir: Path, out: Path, budget_ms: int = 60000) -> float:
@@ -60,7 +74,7 @@ def print_pdf(html_dir: Path, out: Path, budget_ms: int = 60000) -> float:
         raise SystemExit("chromium not found: install Debian's 'chromium' package")
     if not (html_dir / "index.html").exists():
         raise SystemExit(f"no single-page build in {html_dir}: run `make pdf`")
-    _inject_print_css(html_dir)
+    page = _printable_page(html_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     server, base = browser.serve(html_dir)
     start = time.perf_counter()
@@ -69,7 +83,7 @@ def print_pdf(html_dir: Path, out: Path, budget_ms: int = 60000) -> float:
             subprocess.run(
                 [chromium, *browser.CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
                  "--run-all-compositor-stages-before-draw", "--no-pdf-header-footer", f"--print-to-pdf={out}",
-                 base + "index.html"],
+                 base + page.name],
                 capture_output=True, text=True, timeout=600, check=True,
             )
     finally:

@@ -85,7 +85,19 @@ def _resolve_unqualified(app, env, node, contnode):
     return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], matches[0], node, contnode)
 
 
+def _hide_input_in_singlehtml(app):
+    """myst-nb registers its folded-input node for the ``html`` builder only; once any extension
+    registers nodes for ``singlehtml`` Sphinx no longer falls back to those, so register it there
+    too (the single page printed to the PDF keeps plot-only code folded)."""
+    from myst_nb.sphinx_ import HideCodeCellNode, depart_HideCellInput, visit_HideCellInput
+
+    app.add_node(HideCodeCellNode, override=True, html=(visit_HideCellInput, depart_HideCellInput),
+                 singlehtml=(visit_HideCellInput, depart_HideCellInput))
+
+
 def setup(app):
+    app.setup_extension("myst_nb")
+    _hide_input_in_singlehtml(app)
     app.connect("autodoc-process-docstring", _remember_first_line, priority=400)  # before napoleon (500)
     app.connect("autodoc-process-docstring", _restore_prose, priority=600)  # after it
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
