@@ -61,7 +61,7 @@ window.addEventListener("load", function () { setTimeout(function () {
     }
     return false;
   }
-  var main = document.querySelector("main") || document.body;
+  var main = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
   main.querySelectorAll("*").forEach(function (el) {
     var r = el.getBoundingClientRect();
     if (r.width > 0 && r.right > window.innerWidth + 1 && !scrolls(el) && out.overflow.length < 5)
@@ -85,8 +85,10 @@ window.addEventListener("load", function () { setTimeout(function () {
     });
     out.figures.push(f);
   });
-  var pre = document.createElement("pre"); pre.id = "companion-check";
-  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+  // Inside the phone-width frame, report to the outer page (the one --dump-dom returns).
+  var host = window.parent !== window ? window.parent.document : document;
+  var pre = host.createElement("pre"); pre.id = "companion-check";
+  pre.textContent = JSON.stringify(out); host.body.appendChild(pre);
 }, 1000); });
 </script>
 """
@@ -98,6 +100,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         path, _, query = self.path.partition("?")
+        if path == "/__phone__":
+            # Headless Chromium will not make its window narrower than 500 px: a phone-width
+            # frame around the page gives it a true 390 px viewport (media queries included).
+            target = urllib.parse.unquote(query)
+            body = (f'<!DOCTYPE html><html><body style="margin:0"><iframe src="{target}" '
+                    f'width="{PHONE[0]}" height="{PHONE[1]}" style="border:0"></iframe></body></html>').encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
         if query != "companion-check" or not path.endswith(".html"):
             return super().do_GET()
         file = Path(self.translate_path(path))
@@ -262,11 +276,13 @@ def main(argv=None) -> int:
                 dom = render(chromium, url + "?companion-check", profile)
                 found = page_check(dom)
                 problems = check_page(dom, url, base) + check_interactive(found, dom)
-                phone = page_check(render(chromium, url + "?companion-check", profile, PHONE))
+                framed = f"{base}__phone__?{urllib.parse.quote('/' + page + '?companion-check')}"
+                phone = page_check(render(chromium, framed, profile, (500, PHONE[1])))
                 problems += check_phone(phone)
                 stem = Path(page).stem
                 screenshot(chromium, url, profile, args.shots / f"{stem}.png")
-                screenshot(chromium, url, profile, args.shots / f"{stem}-phone.png", PHONE)
+                screenshot(chromium, f"{base}__phone__?{urllib.parse.quote('/' + page)}", profile,
+                           args.shots / f"{stem}-phone.png", (PHONE[0], PHONE[1]))
                 status = "ok" if not problems else "FAIL"
                 sliders = sum(len(f["sliders"]) for f in (found or {}).get("figures", []))
                 print(f"{status:4} {page}" + (f" ({sliders} sliders moved)" if sliders else ""))
