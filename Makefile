@@ -41,7 +41,7 @@ pdf-from-build: $(STAMP)
 # Every test: the strict book build (and its PDF where Chromium is installed), then unit tests,
 # reference-notebook sync checks and nbval.
 test: book
-	@if command -v chromium >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
+	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory pdf-from-build; \
 	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
 	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
