@@ -12,7 +12,7 @@ RUN := env -u MPLBACKEND JAX_PLATFORMS=cpu PYTHONHASHSEED=0
 # stale cache can never vouch for changed code. A user's own cache (./cache) is never touched.
 TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 
-.PHONY: setup book lint test unit coverage nbval notebooks benchmark clean
+.PHONY: setup book lint test unit coverage nbval notebooks benchmark clean pdf pdf-from-build
 
 setup: $(STAMP)
 
@@ -35,9 +35,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Every test: lint, the strict book build, then unit tests, reference-notebook sync checks and nbval,
-# under coverage; fails if any module of companion/ is below 85% line coverage.
+# The whole book as one PDF (_build/html/companion-book.pdf, linked from the introduction):
+# Sphinx's single-page HTML, built from the HTML build's doctrees (no chapter executes twice),
+# printed by headless Chromium after MathJax ran. Needs Debian's chromium and poppler-utils.
+pdf: book pdf-from-build
+
+pdf-from-build: $(STAMP)
+	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going --builder singlehtml .
+	$(BIN)/python tests/pdf.py --html _build/singlehtml --out _build/html/companion-book.pdf
+
+# Every test: lint, the strict book build (and its PDF where Chromium is installed), then unit
+# tests, reference-notebook sync checks and nbval, under coverage; fails if any module of
+# companion/ is below 85% line coverage.
 test: lint book
+	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory pdf-from-build; \
+	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
 	$(RUN) $(TESTCACHE) $(BIN)/python -m coverage run -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
 	$(BIN)/python tests/check_coverage.py

@@ -122,8 +122,8 @@ def hermite_coefficients(
         ``(coefficients, second_moment, error)``: an array of shape (K+1,), :math:`\mathbb E[\sigma^2]`,
         and the error estimate.
     Raises:
-        ValueError if the values are not finite or the quadrature does not converge (for example
-        when :math:`\mathbb E[\sigma^2] = \infty`, so the Hermite expansion does not exist).
+        ValueError: if the values are not finite or the quadrature does not converge (for example
+            when :math:`\mathbb E[\sigma^2] = \infty`, so the Hermite expansion does not exist).
     """
     degree = require_int("degree", degree, 0, 60)
     if breakpoints is None:

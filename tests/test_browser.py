@@ -30,3 +30,19 @@ def test_checker_flags_raw_tex_and_tracebacks():
     assert any("traceback" in p for p in problems)
     assert any("broken anchor" in p for p in problems)
     assert any("Markdown table" in p for p in problems)
+
+
+def test_checker_flags_dead_sliders_and_phone_overflow():
+    dom = '<div class="companion-interactive" id="companion-x"></div>'
+    found = {"figures": [{"id": "companion-x", "plotly": True, "drawn": True,
+                          "sliders": [{"name": "d", "changed": False, "label": True}]}]}
+    assert any("slider 'd'" in p for p in browser.check_interactive(found, dom))
+    found["figures"][0]["sliders"][0]["changed"] = True
+    assert browser.check_interactive(found, dom) == []
+    assert browser.check_interactive(None, dom) == ["the in-page check did not run"]
+    assert any("did not draw" in p for p in browser.check_interactive(
+        {"figures": [{"id": "companion-x", "plotly": False, "drawn": False, "sliders": []}]}, dom))
+    assert browser.check_interactive(None, "<p>no figure</p>") == []
+    assert browser.check_phone({"width": 390, "pageWidth": 390, "overflow": []}) == []
+    problems = browser.check_phone({"width": 390, "pageWidth": 620, "overflow": ["table.table right=620"]})
+    assert any("scrolls sideways" in p for p in problems) and any("table.table" in p for p in problems)
