@@ -9,15 +9,13 @@ general teacher frame, the overlap matrix and its adjoint (2 x 2 m P d); the axi
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from run import best_of, matmul_rate  # the same roofline measurement as the SGD benchmark
 
 import companion as cm
-from run import best_of, matmul_rate  # the same roofline measurement as the SGD benchmark
 
 
 def flow_rate(d, m, P, directions, steps=20):
@@ -36,13 +34,28 @@ def main():
     for d, m, P in [(256, 128, 64), (2048, 1024, 1024)]:
         for directions in ["axes", "random"]:
             seconds, rate = flow_rate(d, m, P, directions)
-            rows.append({"d": d, "m": m, "P": P, "teacher": directions, "seconds_per_step": seconds,
-                         "flops_per_s": rate, "fraction_of_roofline": rate / roof})
-            print(f"d={d} m={m} P={P} {directions:6s}: {seconds * 1e3:7.1f} ms/step, {rate / 1e9:6.1f} GFLOP/s, "
-                  f"{rate / roof:.0%} of the matmul rate")
-    out = {"matmul_flops_per_s": roof, "backend": jax.default_backend(), "rows": rows,
-           "target": "gradient-flow step at d=2048 >= 50% of the matmul rate",
-           "met": all(r["fraction_of_roofline"] >= 0.5 for r in rows if r["d"] == 2048)}
+            rows.append(
+                {
+                    "d": d,
+                    "m": m,
+                    "P": P,
+                    "teacher": directions,
+                    "seconds_per_step": seconds,
+                    "flops_per_s": rate,
+                    "fraction_of_roofline": rate / roof,
+                }
+            )
+            print(
+                f"d={d} m={m} P={P} {directions:6s}: {seconds * 1e3:7.1f} ms/step, {rate / 1e9:6.1f} GFLOP/s, "
+                f"{rate / roof:.0%} of the matmul rate"
+            )
+    out = {
+        "matmul_flops_per_s": roof,
+        "backend": jax.default_backend(),
+        "rows": rows,
+        "target": "gradient-flow step at d=2048 >= 50% of the matmul rate",
+        "met": all(r["fraction_of_roofline"] >= 0.5 for r in rows if r["d"] == 2048),
+    }
     Path(__file__).with_name("flow.json").write_text(json.dumps(out, indent=1))
     print(f"matmul {roof / 1e9:.0f} GFLOP/s; target met: {out['met']}")
 

@@ -37,9 +37,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import companion  # noqa: E402,F401
+
 companion.enable_float64()  # as the book does: float64 references, float64-recorded loss
-from companion.config import ModelConfig  # noqa: E402
 from companion._sgd_engine import advance  # noqa: E402
+from companion.config import ModelConfig  # noqa: E402
 from companion.sgd import SGDConfig, SGDState, auto_block, build, sgd_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -71,8 +72,12 @@ def matmul_rate(n=2048):
     jax_t = best_of(lambda: f(a, a).block_until_ready(), 5)
     an = np.asarray(a)
     np_t = best_of(lambda: an @ an, 3)
-    return {"n": n, "jax_flops": 2 * n**3 / jax_t, "numpy_flops": 2 * n**3 / np_t,
-            "roofline_flops": 2 * n**3 / min(jax_t, np_t)}
+    return {
+        "n": n,
+        "jax_flops": 2 * n**3 / jax_t,
+        "numpy_flops": 2 * n**3 / np_t,
+        "roofline_flops": 2 * n**3 / min(jax_t, np_t),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,8 +134,15 @@ def engine_rate(d, m, P, batch, seconds=1.5):
     config = SGDConfig(ModelConfig(d=d, P=P, m=m), lr=1e-9, steps=1, batch=batch)
     teachers, V0, keys = build(config)
     block = auto_block(batch, d)
-    static = dict(batch=batch, block=block, axes=True, noisy=False,
-                  unroll=4 if m * d <= (1 << 15) and batch == 1 else 1, teacher_batched=False, vectorize=False)
+    static = {
+        "batch": batch,
+        "block": block,
+        "axes": True,
+        "noisy": False,
+        "unroll": 4 if m * d <= (1 << 15) and batch == 1 else 1,
+        "teacher_batched": False,
+        "vectorize": False,
+    }
     state = SGDState(V0, jax.random.key_data(keys), jnp.zeros((), jnp.int64), jnp.full((1,), -1, jnp.int64))
     lr = jnp.asarray(1e-9, jnp.float64)
     bound, noise = jnp.asarray(1e30, V0.dtype), jnp.asarray(0.0, V0.dtype)
@@ -141,8 +153,14 @@ def engine_rate(d, m, P, batch, seconds=1.5):
     t1 = best_of(lambda: run(block), 2)
     steps = max(block, int(seconds / t1 * block) // block * block)
     t = best_of(lambda: run(steps), 3)
-    return {"steps": steps, "seconds": t, "samples_per_s": steps * batch / t, "block": block,
-            "flops": 4.0 * batch * m * d * steps / t, "compile_s": compile_s}
+    return {
+        "steps": steps,
+        "seconds": t,
+        "samples_per_s": steps * batch / t,
+        "block": block,
+        "flops": 4.0 * batch * m * d * steps / t,
+        "compile_s": compile_s,
+    }
 
 
 def numpy_rate(d, m, P, batch, seconds=1.0):
@@ -189,8 +207,13 @@ print(json.dumps({"peak_rss_bytes": peak_rss(), "after_import_rss_bytes": base, 
 
 
 def paper_memory(steps=24, records=8):
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(steps), str(records)], capture_output=True,
-                         text=True, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(steps), str(records)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -220,7 +243,9 @@ def main():
     check_same_update()
     roof = matmul_rate()
     R = roof["roofline_flops"]
-    print(f"float32 matmul 2048^3: JAX {roof['jax_flops'] / 1e9:.0f} GFLOP/s, NumPy {roof['numpy_flops'] / 1e9:.0f} GFLOP/s")
+    print(
+        f"float32 matmul 2048^3: JAX {roof['jax_flops'] / 1e9:.0f} GFLOP/s, NumPy {roof['numpy_flops'] / 1e9:.0f} GFLOP/s"
+    )
     rows = []
     header = f"{'d':>5} {'m':>5} {'P':>5} {'B':>4} | {'engine samples/s':>16} {'numpy samples/s':>15} {'ratio':>6} | {'GFLOP/s':>7} {'of roofline':>11}"
     print(header)
@@ -229,28 +254,55 @@ def main():
         for batch in BATCHES:
             eng = engine_rate(d, m, P, batch)
             ref = numpy_rate(d, m, P, batch, seconds=0.5 if d >= 2048 else 1.0)
-            row = {"d": d, "m": m, "P": P, "batch": batch, "engine": eng, "numpy": ref,
-                   "speedup_vs_numpy": eng["samples_per_s"] / ref["samples_per_s"],
-                   "fraction_of_roofline": eng["flops"] / R}
+            row = {
+                "d": d,
+                "m": m,
+                "P": P,
+                "batch": batch,
+                "engine": eng,
+                "numpy": ref,
+                "speedup_vs_numpy": eng["samples_per_s"] / ref["samples_per_s"],
+                "fraction_of_roofline": eng["flops"] / R,
+            }
             rows.append(row)
-            print(f"{d:>5} {m:>5} {P:>5} {batch:>4} | {eng['samples_per_s']:>16.4g} {ref['samples_per_s']:>15.4g} "
-                  f"{row['speedup_vs_numpy']:>6.1f} | {eng['flops'] / 1e9:>7.1f} {row['fraction_of_roofline']:>10.0%}", flush=True)
+            print(
+                f"{d:>5} {m:>5} {P:>5} {batch:>4} | {eng['samples_per_s']:>16.4g} {ref['samples_per_s']:>15.4g} "
+                f"{row['speedup_vs_numpy']:>6.1f} | {eng['flops'] / 1e9:>7.1f} {row['fraction_of_roofline']:>10.0%}",
+                flush=True,
+            )
     memory = None if quick else paper_memory()
     if memory:
-        print(f"paper size (d=2048, m=1024, P=1024, B=256, {memory['steps']} steps, {memory['records']} records): "
-              f"peak RSS {memory['peak_rss_bytes'] / 2**30:.2f} GiB (after imports {memory['after_import_rss_bytes'] / 2**30:.2f} GiB)")
+        print(
+            f"paper size (d=2048, m=1024, P=1024, B=256, {memory['steps']} steps, {memory['records']} records): "
+            f"peak RSS {memory['peak_rss_bytes'] / 2**30:.2f} GiB (after imports {memory['after_import_rss_bytes'] / 2**30:.2f} GiB)"
+        )
     flow = gradient_flow_benchmarks(R)
     targets = {
         "B=1 >= 5x numpy at every size": all(r["speedup_vs_numpy"] >= 5 for r in rows if r["batch"] == 1),
-        "B=256, d=2048 >= 40% of roofline": any(r["fraction_of_roofline"] >= 0.4 for r in rows if r["batch"] == 256 and r["d"] == 2048) if not quick else None,
+        "B=256, d=2048 >= 40% of roofline": any(
+            r["fraction_of_roofline"] >= 0.4 for r in rows if r["batch"] == 256 and r["d"] == 2048
+        )
+        if not quick
+        else None,
         "paper-size peak memory < 2 GB": memory["peak_rss_bytes"] < 2e9 if memory else None,
     }
     print("targets:", json.dumps(targets))
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "jax": jax.__version__, "numpy": np.__version__, "backend": jax.default_backend(),
-                    "load_before": load_before, "load_after": os.getloadavg()},
-        "matmul": roof, "sgd": rows, "paper_memory": memory, "gradient_flow": flow, "targets": targets,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "numpy": np.__version__,
+            "backend": jax.default_backend(),
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+        },
+        "matmul": roof,
+        "sgd": rows,
+        "paper_memory": memory,
+        "gradient_flow": flow,
+        "targets": targets,
     }
     if not quick:
         (HERE / "results.json").write_text(json.dumps(result, indent=1))

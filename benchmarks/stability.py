@@ -19,13 +19,26 @@ from pathlib import Path
 import numpy as np
 
 import companion  # noqa: F401
+
 companion.enable_float64()  # as the book does: float64 references, float64-recorded loss
 from companion.config import ModelConfig
 from companion.sgd import find_stability_edge
 
 OUT = Path(__file__).with_name("stability.json")
-SIZES = [(64, 1), (64, 16), (64, 256), (128, 1), (128, 16), (128, 256), (256, 1), (256, 16), (256, 256),
-         (512, 16), (512, 256), (512, 1)]
+SIZES = [
+    (64, 1),
+    (64, 16),
+    (64, 256),
+    (128, 1),
+    (128, 16),
+    (128, 256),
+    (256, 1),
+    (256, 16),
+    (256, 256),
+    (512, 16),
+    (512, 256),
+    (512, 1),
+]
 
 
 def fit(rows):
@@ -35,10 +48,14 @@ def fit(rows):
     resid = y - X @ coef
     lo = max(r["stable"] * r["d"] / r["batch"] for r in rows)
     hi = min(r["unstable"] * r["d"] / r["batch"] for r in rows)
-    return {"C": float(math.exp(coef[0])), "batch_exponent": float(coef[1]), "d_exponent": float(coef[2]),
-            "max_abs_log_residual": float(np.max(np.abs(resid))),
-            # the law edge = C1 * B / d: the interval of C1 consistent with every bracket (if any)
-            "C1_consistent_with_all_brackets": [lo, hi] if lo <= hi * (1 + 1e-9) else None}
+    return {
+        "C": float(math.exp(coef[0])),
+        "batch_exponent": float(coef[1]),
+        "d_exponent": float(coef[2]),
+        "max_abs_log_residual": float(np.max(np.abs(resid))),
+        # the law edge = C1 * B / d: the interval of C1 consistent with every bracket (if any)
+        "C1_consistent_with_all_brackets": [lo, hi] if lo <= hi * (1 + 1e-9) else None,
+    }
 
 
 def main():
@@ -57,12 +74,24 @@ def main():
         model = ModelConfig(d=d, m=d // 2, P=d // 4, beta=0.8, seed=0)
         tic = time.perf_counter()
         stable, unstable, probes = find_stability_edge(model, batch, horizon=50.0, log=lambda s: print(s, flush=True))
-        rows.append({"d": d, "m": d // 2, "P": d // 4, "batch": batch, "stable": stable, "unstable": unstable,
-                     "probes": [[lr, None if math.isinf(t) else t] for lr, t in probes],
-                     "seconds": time.perf_counter() - tic})
+        rows.append(
+            {
+                "d": d,
+                "m": d // 2,
+                "P": d // 4,
+                "batch": batch,
+                "stable": stable,
+                "unstable": unstable,
+                "probes": [[lr, None if math.isinf(t) else t] for lr, t in probes],
+                "seconds": time.perf_counter() - tic,
+            }
+        )
         print(f"d={d} B={batch}: edge in [{stable:.3g}, {unstable:.3g}]  ({rows[-1]['seconds']:.0f} s)", flush=True)
-        result = {"rows": rows, "fit": fit(rows) if len(rows) >= 3 else None,
-                  "setting": "m=d/2, P=d/4, beta=0.8, h4, ||v0||^2=1/m, one seed, probe horizon t=50, bracket factor sqrt(2)"}
+        result = {
+            "rows": rows,
+            "fit": fit(rows) if len(rows) >= 3 else None,
+            "setting": "m=d/2, P=d/4, beta=0.8, h4, ||v0||^2=1/m, one seed, probe horizon t=50, bracket factor sqrt(2)",
+        }
         OUT.write_text(json.dumps(result, indent=1))
     if len(rows) >= 3:
         print(json.dumps(fit(rows), indent=1))

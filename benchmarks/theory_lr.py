@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import companion  # noqa: F401
+
 companion.enable_float64()  # as the book does: float64 references, float64-recorded loss
 from companion.config import ModelConfig
 from companion.loss import population_gradient
@@ -89,13 +90,33 @@ def measure(d, fractions, seeds, t_cap):
         delta = (sgd / gf[None] - 1.0)[:, used]
         rms = np.sqrt(np.mean(delta**2, axis=0))
         c_p = lr * d**2 / (a[used] * rms**2)
-        rows.append({"d": d, "lr": lr, "fraction_of_edge": fraction, "steps": steps, "seeds": seeds,
-                     "rms_delta": rms.tolist(), "mean_delta": np.mean(delta, 0).tolist(), "c_p": c_p.tolist(),
-                     "seconds": time.perf_counter() - tic})
-        print(f"d={d} lr={lr:.3g} ({fraction} edge): RMS delta median {np.median(rms):.3f} max {np.max(rms):.3f}, "
-              f"|mean delta| median {np.median(np.abs(np.mean(delta, 0))):.3f}; "
-              f"c_p median {np.median(c_p):.3g} min {np.min(c_p):.3g}  ({rows[-1]['seconds']:.0f} s)", flush=True)
-    return {"d": d, "a": a.tolist(), "gf_escape_times": gf.tolist(), "used": used.tolist(), "t_max": t_max, "rows": rows}
+        rows.append(
+            {
+                "d": d,
+                "lr": lr,
+                "fraction_of_edge": fraction,
+                "steps": steps,
+                "seeds": seeds,
+                "rms_delta": rms.tolist(),
+                "mean_delta": np.mean(delta, 0).tolist(),
+                "c_p": c_p.tolist(),
+                "seconds": time.perf_counter() - tic,
+            }
+        )
+        print(
+            f"d={d} lr={lr:.3g} ({fraction} edge): RMS delta median {np.median(rms):.3f} max {np.max(rms):.3f}, "
+            f"|mean delta| median {np.median(np.abs(np.mean(delta, 0))):.3f}; "
+            f"c_p median {np.median(c_p):.3g} min {np.min(c_p):.3g}  ({rows[-1]['seconds']:.0f} s)",
+            flush=True,
+        )
+    return {
+        "d": d,
+        "a": a.tolist(),
+        "gf_escape_times": gf.tolist(),
+        "used": used.tolist(),
+        "t_max": t_max,
+        "rows": rows,
+    }
 
 
 def summarize(results):
@@ -114,14 +135,26 @@ def summarize(results):
         for row in rows:
             rms = np.asarray(row["rms_delta"])
             c_hat = row["lr"] * d**2 / (a.min() * rms**2)
-            per_eta.append({"lr": row["lr"], "median_rms": float(np.median(rms)),
-                            "c_quartiles": np.percentile(c_hat, [25, 50, 75]).tolist(),
-                            "unlearned": int(np.sum(~np.isfinite(rms)))})
+            per_eta.append(
+                {
+                    "lr": row["lr"],
+                    "median_rms": float(np.median(rms)),
+                    "c_quartiles": np.percentile(c_hat, [25, 50, 75]).tolist(),
+                    "unlearned": int(np.sum(~np.isfinite(rms))),
+                }
+            )
         lrs = np.array([r["lr"] for r in per_eta])
         med = np.array([r["median_rms"] for r in per_eta])
         exponent = float(np.polyfit(np.log(lrs), np.log(med), 1)[0]) if len(lrs) > 1 else None
-        out.append({"d": d, "a_min": float(a.min()), "per_eta": per_eta, "rms_vs_eta_exponent": exponent,
-                    "c": per_eta[0]["c_quartiles"][1]})
+        out.append(
+            {
+                "d": d,
+                "a_min": float(a.min()),
+                "per_eta": per_eta,
+                "rms_vs_eta_exponent": exponent,
+                "c": per_eta[0]["c_quartiles"][1],
+            }
+        )
     return out
 
 

@@ -69,34 +69,64 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m companion", description=__doc__.splitlines()[0],
-                                     epilog="exit statuses: 0 done, 2 refused before compute, 3 diverged "
-                                            "(partial records written), 4 output could not be written")
+    parser = _Parser(
+        prog="python -m companion",
+        description=__doc__.splitlines()[0],
+        epilog="exit statuses: 0 done, 2 refused before compute, 3 diverged "
+        "(partial records written), 4 output could not be written",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="one training run; writes summary.json and arrays.npz")
-    sim.add_argument("--method", choices=METHODS, default="sgd", help="sgd (online SGD), gd (full-batch gradient descent "
-                     "on the population loss, i.e. Euler steps of size --lr), flow (adaptive reference solution)")
+    sim.add_argument(
+        "--method",
+        choices=METHODS,
+        default="sgd",
+        help="sgd (online SGD), gd (full-batch gradient descent "
+        "on the population loss, i.e. Euler steps of size --lr), flow (adaptive reference solution)",
+    )
     sim.add_argument("--d", type=int, default=64, help="input dimension (>= 1)")
     sim.add_argument("--m", type=int, default=16, help="student width (>= 1)")
     sim.add_argument("--P", type=int, default=8, help="number of teacher directions (1 <= P <= d)")
     sim.add_argument("--beta", type=float, default=0.8, help="power-law exponent of a_p (>= 0)")
-    sim.add_argument("--activation", default="h4", help="h<k> (1 <= k <= 60), relu, abs or tanh; the greedy "
-                     "prediction applies only for information exponent >= 3 (h3, h4, ...)")
+    sim.add_argument(
+        "--activation",
+        default="h4",
+        help="h<k> (1 <= k <= 60), relu, abs or tanh; the greedy "
+        "prediction applies only for information exponent >= 3 (h3, h4, ...)",
+    )
     sim.add_argument("--init-norm-sq", type=float, default=None, help="||v_k(0)||^2 (> 0; default 1/m)")
-    sim.add_argument("--lr", type=float, default=None, help="learning rate (sgd, gd; > 0); default: half the measured "
-                     "stability edge for sgd, 0.1 for gd")
+    sim.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (sgd, gd; > 0); default: half the measured stability edge for sgd, 0.1 for gd",
+    )
     sim.add_argument("--batch", type=int, default=1, help="fresh samples per SGD step (>= 1; sgd only)")
     sim.add_argument("--steps", type=int, default=None, help="number of steps (sgd, gd; 1 .. 2^62)")
-    sim.add_argument("--horizon", type=float, default=None, help="gradient-flow time to reach (> 0; instead of --steps)")
-    sim.add_argument("--records", type=int, default=200, help="log-spaced record points (>= 1, >= 2 for flow; "
-                     "more records than steps records every step)")
+    sim.add_argument(
+        "--horizon", type=float, default=None, help="gradient-flow time to reach (> 0; instead of --steps)"
+    )
+    sim.add_argument(
+        "--records",
+        type=int,
+        default=200,
+        help="log-spaced record points (>= 1, >= 2 for flow; more records than steps records every step)",
+    )
     sim.add_argument("--seed", type=int, default=0, help="seed of the teacher, initialization and data (0 .. 2^63-1)")
-    sim.add_argument("--out", type=str, required=True, help="output folder (made atomically; an existing one is "
-                     "replaced only if it holds nothing but a previous run's files)")
+    sim.add_argument(
+        "--out",
+        type=str,
+        required=True,
+        help="output folder (made atomically; an existing one is "
+        "replaced only if it holds nothing but a previous run's files)",
+    )
     sim.add_argument("--no-cache", action="store_true", help="do not read or write the results cache (sgd)")
     sim.add_argument("--progress", action="store_true", help="show the memory and time estimate and a progress bar")
-    sim.add_argument("--dry-run", action="store_true", help="print the plan (steps, records, memory, rough time) "
-                     "and exit without running")
+    sim.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (steps, records, memory, rough time) and exit without running",
+    )
     rep = sub.add_parser("reproduce", help="run a named experiment at a preset, through the cache")
     rep.add_argument("experiment", nargs="?", help="name of the experiment (see --list)")
     rep.add_argument("--list", action="store_true", help="list the experiments and their presets, then exit")
@@ -150,8 +180,10 @@ def check_output(flag: str, text: str | None, kind: str) -> Path | None:
                 raise Refusal(f"{flag} must be a folder, but {text} is a file")
             other = sorted(p.name for p in path.iterdir() if p.name not in OUTPUT_FILES)
             if other:
-                raise Refusal(f"{flag} {text} already holds other files ({', '.join(other[:3])}); give a new or empty "
-                              "folder, or one written by simulate")
+                raise Refusal(
+                    f"{flag} {text} already holds other files ({', '.join(other[:3])}); give a new or empty "
+                    "folder, or one written by simulate"
+                )
         elif path.is_dir():
             raise Refusal(f"{flag} must be a file, but {text} is a folder")
         anchor = path.parent if str(path.parent) else Path(".")
@@ -215,8 +247,12 @@ def plan_simulate(args) -> Plan:
     activation = _activation(args.activation)
     seed = _int("--seed", args.seed, 0, MAX_SEED)
     batch = _int("--batch", args.batch, 1)
-    records = _int("--records", args.records, 2 if args.method == "flow" else 1,
-                   why=" for --method flow (the first and last time)" if args.method == "flow" else "")
+    records = _int(
+        "--records",
+        args.records,
+        2 if args.method == "flow" else 1,
+        why=" for --method flow (the first and last time)" if args.method == "flow" else "",
+    )
     if args.init_norm_sq is not None:
         _real("--init-norm-sq", args.init_norm_sq)
         try:
@@ -230,12 +266,16 @@ def plan_simulate(args) -> Plan:
     if args.method != "sgd" and batch != 1:
         raise Refusal(f"--batch applies to --method sgd only, got --batch {batch} with --method {args.method}")
     out = check_output("--out", args.out, "folder")
-    model = ModelConfig(d=d, P=P, m=m, beta=beta, activation=args.activation, init_norm_sq=args.init_norm_sq,
-                        seed=seed)
+    model = ModelConfig(d=d, P=P, m=m, beta=beta, activation=args.activation, init_norm_sq=args.init_norm_sq, seed=seed)
     k_star = activation.information_exponent
-    greedy = None if k_star >= 3 else (
-        f"the greedy prediction does not apply: activation {args.activation!r} has information exponent {k_star}, "
-        "and greedy maximum selection needs a blow-up race (information exponent >= 3)")
+    greedy = (
+        None
+        if k_star >= 3
+        else (
+            f"the greedy prediction does not apply: activation {args.activation!r} has information exponent {k_star}, "
+            "and greedy maximum selection needs a blow-up race (information exponent >= 3)"
+        )
+    )
 
     if args.method == "flow":
         if args.lr is not None or args.steps is not None:
@@ -250,8 +290,10 @@ def plan_simulate(args) -> Plan:
         if args.steps is None:
             horizon = args.horizon if args.horizon is not None else 100.0
             if horizon / lr > MAX_STEPS:
-                raise Refusal(f"--horizon {horizon:g} at --lr {lr:.3g} is {horizon / lr:.3g} steps, more than "
-                              f"2^62 = {MAX_STEPS:.3g}; lower --horizon or raise --lr")
+                raise Refusal(
+                    f"--horizon {horizon:g} at --lr {lr:.3g} is {horizon / lr:.3g} steps, more than "
+                    f"2^62 = {MAX_STEPS:.3g}; lower --horizon or raise --lr"
+                )
             if horizon < lr:
                 raise Refusal(f"--horizon must be >= --lr = {lr:.3g} (one step), got {horizon:g}")
             steps = int(round(horizon / lr))
@@ -266,7 +308,8 @@ def plan_simulate(args) -> Plan:
         raise Refusal(
             f"the run needs about {_size(plan.memory_bytes)} of memory (--d {d}, --m {m}, --P {P}, --batch {batch}, "
             f"--records {records}) but the machine has {_size(plan.available_bytes)} available; lower --d, --m, "
-            "--batch or --records")
+            "--batch or --records"
+        )
     if plan.use_cache:
         from companion.cache import Cache
 
@@ -339,7 +382,10 @@ def _measured_rates() -> dict:
 def _nearest(rows, *point) -> float | None:
     if not rows:
         return None
-    distance = lambda row: sum(abs(math.log(max(a, 1)) - math.log(max(b, 1))) for a, b in zip(row[:-1], point))  # noqa: E731
+
+    def distance(row):
+        return sum(abs(math.log(max(a, 1)) - math.log(max(b, 1))) for a, b in zip(row[:-1], point, strict=False))  # noqa: E731
+
     return float(min(rows, key=distance)[-1])
 
 
@@ -373,12 +419,15 @@ def _estimate(plan: Plan, batch: int) -> None:
             plan.seconds = flops * plan.steps / rate + 2.0 + RECORD_SECONDS * R
         else:
             plan.seconds = None  # adaptive steps: not known in advance
-            plan.notes.append(f"adaptive solver: about {6 * flops / (0.5 * rate):.2g} s per step on the benchmark "
-                              "machine; the number of steps is not known in advance (at most 200000)")
+            plan.notes.append(
+                f"adaptive solver: about {6 * flops / (0.5 * rate):.2g} s per step on the benchmark "
+                "machine; the number of steps is not known in advance (at most 200000)"
+            )
     plan.available_bytes = available_memory()
     if rates["machine"] and plan.seconds is not None:
-        plan.notes.append(f"time from the rates measured on the benchmark machine ({rates['machine']}, "
-                          "benchmarks/*.json)")
+        plan.notes.append(
+            f"time from the rates measured on the benchmark machine ({rates['machine']}, benchmarks/*.json)"
+        )
 
 
 def _size(n: float) -> str:
@@ -401,13 +450,22 @@ def _duration(seconds: float | None) -> str:
 def describe(plan: Plan) -> dict:
     """The plan as a JSON-able dict (what ``--dry-run`` prints)."""
     return {
-        "method": plan.method, "d": plan.model.d, "m": plan.model.m, "P": plan.model.P,
-        "activation": plan.model.activation, "lr": None if math.isnan(plan.lr) else plan.lr,
-        "steps": plan.steps, "horizon": plan.horizon, "records": plan.records, "out": str(plan.out),
-        "cache": plan.use_cache, "greedy_prediction": "applies" if plan.greedy is None else plan.greedy,
+        "method": plan.method,
+        "d": plan.model.d,
+        "m": plan.model.m,
+        "P": plan.model.P,
+        "activation": plan.model.activation,
+        "lr": None if math.isnan(plan.lr) else plan.lr,
+        "steps": plan.steps,
+        "horizon": plan.horizon,
+        "records": plan.records,
+        "out": str(plan.out),
+        "cache": plan.use_cache,
+        "greedy_prediction": "applies" if plan.greedy is None else plan.greedy,
         "memory_estimate": _size(plan.memory_bytes),
         "memory_available": None if plan.available_bytes is None else _size(plan.available_bytes),
-        "time_estimate": _duration(plan.seconds), "notes": plan.notes,
+        "time_estimate": _duration(plan.seconds),
+        "notes": plan.notes,
     }
 
 
@@ -478,9 +536,16 @@ def _run(plan: Plan, progress: bool):
     result = run_sgd(config, cache=plan.use_cache, progress=progress)
     teacher, V0 = plan.model.build()
     trajectory = Trajectory(
-        times=result.times, overlaps=result.overlaps[0], norms_sq=result.norms_sq[0], loss=result.loss[0],
-        initial_overlaps=np.asarray(overlaps(V0, teacher)), initial_norms_sq=np.asarray(norms_sq(V0)),
-        final_state=result.final_state[0], steps=plan.steps, dt=plan.lr, method="sgd",
+        times=result.times,
+        overlaps=result.overlaps[0],
+        norms_sq=result.norms_sq[0],
+        loss=result.loss[0],
+        initial_overlaps=np.asarray(overlaps(V0, teacher)),
+        initial_norms_sq=np.asarray(norms_sq(V0)),
+        final_state=result.final_state[0],
+        steps=plan.steps,
+        dt=plan.lr,
+        method="sgd",
     )
     return trajectory, teacher
 
@@ -492,8 +557,12 @@ def _arrays(record) -> dict | None:
         return None
     take = (lambda a: np.asarray(a)[0]) if np.ndim(record.overlaps) == 4 else np.asarray  # (S, R, m, P)
     try:
-        return {"times": np.asarray(record.times), "overlaps": take(record.overlaps),
-                "norms_sq": take(record.norms_sq), "loss": take(record.loss)}
+        return {
+            "times": np.asarray(record.times),
+            "overlaps": take(record.overlaps),
+            "norms_sq": take(record.norms_sq),
+            "loss": take(record.loss),
+        }
     except (AttributeError, ValueError, TypeError):
         return None
 
@@ -513,13 +582,21 @@ def _simulate(args) -> int:
         print(json.dumps(describe(plan)))
         return 0
     if args.progress or (plan.seconds or 0) > ANNOUNCE_SECONDS:
-        print(f"plan: {plan.steps if plan.steps is not None else 'adaptive'} steps, {plan.records} records, "
-              f"memory about {_size(plan.memory_bytes)} of {_size(plan.available_bytes or 0)} available, time "
-              f"{_duration(plan.seconds)}", file=sys.stderr)
+        print(
+            f"plan: {plan.steps if plan.steps is not None else 'adaptive'} steps, {plan.records} records, "
+            f"memory about {_size(plan.memory_bytes)} of {_size(plan.available_bytes or 0)} available, time "
+            f"{_duration(plan.seconds)}",
+            file=sys.stderr,
+        )
     import jax
 
-    config = {**describe(plan), "seed": plan.model.seed, "beta": plan.model.beta,
-              "init_norm_sq": plan.model.init_norm_sq, "batch": args.batch}
+    config = {
+        **describe(plan),
+        "seed": plan.model.seed,
+        "beta": plan.model.beta,
+        "init_norm_sq": plan.model.init_norm_sq,
+        "batch": args.batch,
+    }
     try:
         trajectory, teacher = _run(plan, args.progress)
     except FloatingPointError as error:  # every divergence error derives from it
@@ -548,11 +625,18 @@ def _simulate(args) -> int:
         predicted[selection.teachers] = selection.times
         predicted_student = np.full(plan.model.P, -1)
         predicted_student[selection.teachers] = selection.students
-        summary.update(greedy_predicted_times=_clean(predicted), greedy_predicted_students=predicted_student.tolist(),
-                       greedy_match_fraction=float(np.mean(predicted_student == winners)))
+        summary.update(
+            greedy_predicted_times=_clean(predicted),
+            greedy_predicted_students=predicted_student.tolist(),
+            greedy_match_fraction=float(np.mean(predicted_student == winners)),
+        )
     else:
-        summary.update(greedy_prediction=plan.greedy, greedy_predicted_times=None, greedy_predicted_students=None,
-                       greedy_match_fraction=None)
+        summary.update(
+            greedy_prediction=plan.greedy,
+            greedy_predicted_times=None,
+            greedy_predicted_students=None,
+            greedy_match_fraction=None,
+        )
     text = json.dumps(summary, indent=1, default=str).encode()
     write_folder(plan.out, {"arrays.npz": _npz(_arrays(trajectory)), "summary.json": lambda h: h.write(text)})
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, default=str)[:2000])
@@ -576,19 +660,27 @@ def _diverged(plan: Plan, error: Exception, config: dict) -> int:
     else:
         stable = "the adaptive solver stopped: lower --horizon or --init-norm-sq"
     arrays = _arrays(getattr(error, "partial", None))
-    where = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                      for k, v in (("step", step), ("time", time), ("lr", lr)) if v is not None)
-    summary = {"config": config, "partial": True, "diverged": {"step": step, "time": time, "lr": lr,
-                                                               "message": str(error)},
-               "records_written": 0 if arrays is None else int(np.size(arrays["times"]))}
+    where = ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in (("step", step), ("time", time), ("lr", lr))
+        if v is not None
+    )
+    summary = {
+        "config": config,
+        "partial": True,
+        "diverged": {"step": step, "time": time, "lr": lr, "message": str(error)},
+        "records_written": 0 if arrays is None else int(np.size(arrays["times"])),
+    }
     files = {"summary.json": (lambda h: h.write(json.dumps(summary, indent=1, default=str).encode()))}
     if arrays is not None:
         files["arrays.npz"] = _npz(arrays)
     write_folder(plan.out, files)
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-    print(f"python -m companion simulate: diverged ({where or 'see the message'}); {stable}. "
-          f"{summary['records_written']} records up to it written to {plan.out} (partial). {first_line}",
-          file=sys.stderr)
+    print(
+        f"python -m companion simulate: diverged ({where or 'see the message'}); {stable}. "
+        f"{summary['records_written']} records up to it written to {plan.out} (partial). {first_line}",
+        file=sys.stderr,
+    )
     return EXIT_DIVERGED
 
 
@@ -613,7 +705,9 @@ def _reproduce(args) -> int:
     try:
         summary = {"experiment": args.experiment, "preset": args.preset, **experiment.run(args.preset, args.progress)}
     except FloatingPointError as error:
-        print(f"python -m companion reproduce: {args.experiment} diverged: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(
+            f"python -m companion reproduce: {args.experiment} diverged: {str(error).splitlines()[0]}", file=sys.stderr
+        )
         return EXIT_DIVERGED
     if out is not None:
         write_file(out, json.dumps(summary, indent=1, default=str) + "\n")

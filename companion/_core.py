@@ -16,7 +16,8 @@ r"""The training core every engine shares: data draw, record steps, summaries, a
 from __future__ import annotations
 
 import time as _time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,9 @@ def check_times(times) -> np.ndarray:
         raise ValueError(f"times must be >= 0 (the flow starts at t = 0), got times[0] = {times[0]}")
     if np.any(np.diff(times) <= 0):
         bad = int(np.argmax(np.diff(times) <= 0))
-        raise ValueError(f"times must be strictly increasing, but times[{bad}] = {times[bad]} >= times[{bad + 1}] = {times[bad + 1]}")
+        raise ValueError(
+            f"times must be strictly increasing, but times[{bad}] = {times[bad]} >= times[{bad + 1}] = {times[bad + 1]}"
+        )
     if times[-1] <= 0:
         raise ValueError(f"times: the horizon times[-1] must be > 0, got {times[-1]}")
     return times
@@ -87,7 +90,9 @@ def interval_steps(times: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray
 def require_float64(what: str) -> None:
     """Raise a clear error if 64-bit types are off (JAX would silently compute in float32)."""
     if not jax.config.jax_enable_x64:
-        raise RuntimeError(f"{what} computes in float64, but 64-bit types are off: call companion.enable_float64() first")
+        raise RuntimeError(
+            f"{what} computes in float64, but 64-bit types are off: call companion.enable_float64() first"
+        )
 
 
 def counter_dtype():
@@ -122,7 +127,7 @@ def check_record(record, steps: int):
     """Validate a config's ``record``: an int n >= 1 (log-spaced) or strictly increasing steps in [0, steps]."""
     if isinstance(record, (list, tuple, np.ndarray)):
         record = tuple(require_int("record entries", s, 0, steps) for s in record)
-        if not record or any(b <= a for a, b in zip(record, record[1:])):
+        if not record or any(b <= a for a, b in zip(record, record[1:], strict=False)):
             raise ValueError(f"record must be strictly increasing steps in [0, steps = {steps}], got {record}")
         return record
     return require_int("record", record, 1, why=" (the number of log-spaced record steps)")
@@ -213,7 +218,11 @@ def drive(
                 chunk *= 2
             elif elapsed > 2 * chunk_seconds and chunk > block:
                 chunk = max(block, (chunk // 2) // block * block)
-            if checkpoint is not None and _time.perf_counter() - last_checkpoint > checkpoint_seconds and step_of(state) < total:
+            if (
+                checkpoint is not None
+                and _time.perf_counter() - last_checkpoint > checkpoint_seconds
+                and step_of(state) < total
+            ):
                 checkpoint(state)
                 last_checkpoint = _time.perf_counter()
         record(state)

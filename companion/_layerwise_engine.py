@@ -44,7 +44,9 @@ def correlation_objective(V: Float[Array, "m d"], teacher: Teacher) -> Float[Arr
     return teacher.activation.kernel(C) @ teacher.coefficients
 
 
-def correlation_field(C: Float[Array, "m P"], coefficients: Float[Array, " P"], activation: Activation) -> Float[Array, "m P"]:
+def correlation_field(
+    C: Float[Array, "m P"], coefficients: Float[Array, " P"], activation: Activation
+) -> Float[Array, "m P"]:
     r"""Phase-one flow of the overlaps :math:`\dot c_{kp}`, shape (m, P).
 
     :math:`\dot c_{kp} = a_p\kappa'(c_{kp}) - c_{kp}\sum_q a_q c_{kq}\kappa'(c_{kq})`: the lone-neuron
@@ -155,7 +157,9 @@ def phase_one_flow(V0: Float[Array, "m d"], teacher: Teacher, times, dt: float) 
         C0, rho0, teacher_c.coefficients, jnp.asarray(counts), jnp.asarray(steps, V0.dtype), teacher_c.activation
     )
     directions = C @ teacher_c.directions + rho[:, None] * U
-    return PhaseOne(times, np.asarray(records), np.asarray(C0), np.asarray(directions), int(counts.sum()), 0, dt, "euler")
+    return PhaseOne(
+        times, np.asarray(records), np.asarray(C0), np.asarray(directions), int(counts.sum()), 0, dt, "euler"
+    )
 
 
 @partial(jax.jit, static_argnames=("batch", "keep"))
@@ -182,8 +186,14 @@ def _phase_one_sgd_scan(unit0, teacher: Teacher, key, counts, starts, lr, batch:
 
 
 def phase_one_sgd(
-    V0: Float[Array, "m d"], teacher: Teacher, key: jax.Array, lr: float, steps: int, batch: int = 1,
-    records: int | tuple[int, ...] = 32, keep_directions: bool = False,
+    V0: Float[Array, "m d"],
+    teacher: Teacher,
+    key: jax.Array,
+    lr: float,
+    steps: int,
+    batch: int = 1,
+    records: int | tuple[int, ...] = 32,
+    keep_directions: bool = False,
 ) -> PhaseOne:
     r"""Phase one by online spherical SGD on fresh samples.
 
@@ -224,15 +234,30 @@ def phase_one_sgd(
     starts = np.concatenate([[0], marks[:-1]])
     unit0 = unit_directions(V0)
     unit, out = _phase_one_sgd_scan(
-        unit0, teacher_c, key, jnp.asarray(counts), jnp.asarray(starts), jnp.asarray(lr, V0.dtype), batch,
+        unit0,
+        teacher_c,
+        key,
+        jnp.asarray(counts),
+        jnp.asarray(starts),
+        jnp.asarray(lr, V0.dtype),
+        batch,
         bool(keep_directions),
     )
     C, kept = (out[0], np.asarray(out[1])) if keep_directions else (out, None)
     C = np.asarray(C)
     if not np.all(np.isfinite(C)):
         raise FloatingPointError(f"phase_one_sgd: the state became non-finite; lr = {lr:g} is too large")
-    return PhaseOne(lr * marks.astype(np.float64), C, np.asarray(unit0 @ teacher_c.directions.T), np.asarray(unit),
-                    steps, steps * batch, lr, "sgd", kept)
+    return PhaseOne(
+        lr * marks.astype(np.float64),
+        C,
+        np.asarray(unit0 @ teacher_c.directions.T),
+        np.asarray(unit),
+        steps,
+        steps * batch,
+        lr,
+        "sgd",
+        kept,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +383,9 @@ def _sample_moments(key, unit, star, a, n: int, activation: Activation):
     return Phi.T @ Phi, Phi.T @ y
 
 
-def phase_two_samples(directions, teacher: Teacher, key: jax.Array, n: int, ridge: float = 0.0, batch: int = 65536) -> Readout:
+def phase_two_samples(
+    directions, teacher: Teacher, key: jax.Array, n: int, ridge: float = 0.0, batch: int = 65536
+) -> Readout:
     r"""The readout fitted on n fresh samples: :math:`(\hat G_n + \lambda I)c = \hat b_n`, in float64.
 
     The normal equations :math:`\hat G_n = \Phi^\top\Phi/n`, :math:`\hat b_n = \Phi^\top y/n` are
@@ -384,16 +411,23 @@ def phase_two_samples(directions, teacher: Teacher, key: jax.Array, n: int, ridg
     b = np.zeros(unit.shape[0])
     sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
     for j, size in enumerate(sizes):
-        g, m = _sample_moments(jax.random.fold_in(key, j), unit, teacher64.directions, teacher64.coefficients, size,
-                               teacher64.activation)
+        g, m = _sample_moments(
+            jax.random.fold_in(key, j), unit, teacher64.directions, teacher64.coefficients, size, teacher64.activation
+        )
         G += np.asarray(g)
         b += np.asarray(m)
     c = solve_ridge(G / n, b / n, ridge)
     return Readout(c, readout_loss(unit, c, teacher), n, ridge)
 
 
-def phase_two(directions, teacher: Teacher, method: str = "population", ridge: float = 0.0,
-              key: jax.Array | None = None, n: int | None = None) -> Readout:
+def phase_two(
+    directions,
+    teacher: Teacher,
+    method: str = "population",
+    ridge: float = 0.0,
+    key: jax.Array | None = None,
+    n: int | None = None,
+) -> Readout:
     """Phase two by ``method``: ``"population"`` (:func:`phase_two_population`) or ``"samples"``
     (:func:`phase_two_samples`, needs ``key`` and ``n``)."""
     if method == "population":
@@ -441,9 +475,18 @@ class LayerwiseRun(NamedTuple):
     samples: int
 
 
-def train_layerwise(V0: Float[Array, "m d"], teacher: Teacher, key: jax.Array, lr: float, steps: int,
-                    readout_samples: int, batch: int = 1, ridge: float = 0.0, records: int = 32,
-                    readout_batch: int = 65536) -> LayerwiseRun:
+def train_layerwise(
+    V0: Float[Array, "m d"],
+    teacher: Teacher,
+    key: jax.Array,
+    lr: float,
+    steps: int,
+    readout_samples: int,
+    batch: int = 1,
+    ridge: float = 0.0,
+    records: int = 32,
+    readout_batch: int = 65536,
+) -> LayerwiseRun:
     r"""Layer-wise training on samples only: online SGD on the correlation loss, then least squares.
 
     Phase one (:func:`phase_one_sgd`) uses ``batch * steps`` fresh samples drawn from
@@ -456,6 +499,7 @@ def train_layerwise(V0: Float[Array, "m d"], teacher: Teacher, key: jax.Array, l
     """
     readout_samples = require_int("readout_samples", readout_samples, 1)
     one = phase_one_sgd(V0, teacher, jax.random.fold_in(key, 0), lr, steps, batch, records)
-    fit = phase_two_samples(one.directions, teacher, jax.random.fold_in(key, 1), readout_samples, ridge,
-                            batch=readout_batch)
+    fit = phase_two_samples(
+        one.directions, teacher, jax.random.fold_in(key, 1), readout_samples, ridge, batch=readout_batch
+    )
     return LayerwiseRun(one, fit, one.samples + readout_samples)

@@ -15,7 +15,6 @@ from companion.hermite import Activation
 from companion.scaling import PowerLawFit, fit_power_law
 from companion.selection import strength_matrix
 
-
 # ----------------------------------------------------------------------------------------------
 # Who lands where, and how wide the student must be
 # ----------------------------------------------------------------------------------------------
@@ -31,8 +30,14 @@ def landed_directions(overlaps, threshold: float = 0.5) -> np.ndarray:
 
     With threshold > 1/2 at most one direction qualifies, since :math:`\sum_q c_{kq}^2 \le 1`.
     """
-    threshold = require_real("threshold", threshold, low=0.5, high=1.0, high_open=True,
-                             why=" (a threshold >= 1/2 makes the direction unique)")
+    threshold = require_real(
+        "threshold",
+        threshold,
+        low=0.5,
+        high=1.0,
+        high_open=True,
+        why=" (a threshold >= 1/2 makes the direction unique)",
+    )
     C2 = np.asarray(overlaps, dtype=np.float64) ** 2
     if C2.ndim != 2:
         raise ValueError(f"overlaps must have shape (m, P), got {C2.shape}")

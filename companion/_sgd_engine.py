@@ -9,8 +9,8 @@ the label-noise level are traced arguments: new values never recompile.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,8 +72,22 @@ def _advance_one(V, key_data, bad, teacher, lr, bound, noise, t0, n, *, batch, b
 
 
 @partial(jax.jit, static_argnames=("batch", "block", "axes", "noisy", "unroll", "teacher_batched", "vectorize"))
-def advance(state: SGDState, teacher: Teacher, lr, bound, noise, n, *, batch, block, axes, noisy, unroll,
-            teacher_batched, vectorize):
+def advance(
+    state: SGDState,
+    teacher: Teacher,
+    lr,
+    bound,
+    noise,
+    n,
+    *,
+    batch,
+    block,
+    axes,
+    noisy,
+    unroll,
+    teacher_batched,
+    vectorize,
+):
     """Advance all runs by n steps (n, lr, bound, noise traced: no recompilation for new values)."""
     n = jnp.asarray(n, state.step.dtype)
     fn = partial(_advance_one, batch=batch, block=block, axes=axes, noisy=noisy, unroll=unroll)
@@ -82,6 +96,7 @@ def advance(state: SGDState, teacher: Teacher, lr, bound, noise, n, *, batch, bl
             state.V, state.key, state.diverged_at, teacher, lr, bound, noise, state.step, n
         )
     else:  # one run after the other inside one dispatch
+
         def run(j, carry):
             V_all, bad_all = carry
             tj = jax.tree.map(lambda a: a[j], teacher) if teacher_batched else teacher
@@ -124,7 +139,10 @@ def _teacher_tree(teacher, S: int, d: int, dtype):
     if any(t.activation != teachers[0].activation for t in teachers):
         raise ValueError("teacher: all runs must share one activation")
     shared = len(teachers) == 1 or all(
-        all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(teachers[0]), jax.tree.leaves(t)))
+        all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree.leaves(teachers[0]), jax.tree.leaves(t), strict=False)
+        )
         for t in teachers[1:]
     )
     tree = teachers[0] if shared else jax.tree.map(lambda *xs: jnp.stack(xs), *teachers)
@@ -153,8 +171,12 @@ def _shard(state: SGDState, teacher_tree, shared: bool, devices):
     mesh = Mesh(np.asarray(devices), ("runs",))
     spread = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    state = SGDState(jax.device_put(state.V, spread), jax.device_put(state.key, spread),
-                     jax.device_put(state.step, replicated), jax.device_put(state.diverged_at, spread))
+    state = SGDState(
+        jax.device_put(state.V, spread),
+        jax.device_put(state.key, spread),
+        jax.device_put(state.step, replicated),
+        jax.device_put(state.diverged_at, spread),
+    )
     return state, jax.device_put(teacher_tree, replicated if shared else spread)
 
 
@@ -188,7 +210,10 @@ def _divergence(state, records, *, lr, batch, d, bound, config, wall) -> SGDDive
         f"The measured stability edge at this size is about lr = {edge:.3g} "
         f"(stability_edge(d={d}, batch={batch})); use lr <= {0.5 * edge:.3g} (half the edge), "
         f"or a larger batch (the edge grows about linearly with it).",
-        first, lr, np.flatnonzero(bad >= 0), partial_result,
+        first,
+        lr,
+        np.flatnonzero(bad >= 0),
+        partial_result,
     )
 
 
@@ -197,7 +222,9 @@ def _check_record_steps(record_steps) -> np.ndarray:
     if record_steps.size == 0 or record_steps[0] < 0 or np.any(np.diff(record_steps) <= 0):
         raise ValueError(f"record_steps must be strictly increasing ints >= 0, got {record_steps.tolist()}")
     if record_steps[-1] > np.iinfo(counter_dtype()).max:
-        raise ValueError(f"record_steps: {record_steps[-1]} steps need 64-bit counters; call companion.enable_float64()")
+        raise ValueError(
+            f"record_steps: {record_steps[-1]} steps need 64-bit counters; call companion.enable_float64()"
+        )
     return record_steps
 
 
@@ -259,17 +286,31 @@ def simulate(
     vectorize = default_vectorize(m, d, batch) if vectorize is None else bool(vectorize)
     vectorize = vectorize or devices is not None  # sharding splits the vmapped run axis
     unroll = 4 if m * d <= (1 << 15) and batch == 1 else 1
-    static = dict(batch=batch, block=block, axes=axes, noisy=label_noise > 0.0, unroll=unroll,
-                  teacher_batched=not shared, vectorize=vectorize)
-    traced = (jnp.asarray(lr, jnp.float64 if jax.config.jax_enable_x64 else V0.dtype),
-              jnp.asarray(bound, V0.dtype), jnp.asarray(label_noise, V0.dtype))
+    static = {
+        "batch": batch,
+        "block": block,
+        "axes": axes,
+        "noisy": label_noise > 0.0,
+        "unroll": unroll,
+        "teacher_batched": not shared,
+        "vectorize": vectorize,
+    }
+    traced = (
+        jnp.asarray(lr, jnp.float64 if jax.config.jax_enable_x64 else V0.dtype),
+        jnp.asarray(bound, V0.dtype),
+        jnp.asarray(label_noise, V0.dtype),
+    )
 
     if resume is not None:
         state = jax.tree.map(jnp.asarray, resume[0])
-        state = SGDState(state.V, state.key, state.step.astype(counter_dtype()), state.diverged_at.astype(counter_dtype()))
+        state = SGDState(
+            state.V, state.key, state.step.astype(counter_dtype()), state.diverged_at.astype(counter_dtype())
+        )
         records = {k: list(v) for k, v in resume[1].items()}
     else:
-        state = SGDState(V0, jax.random.key_data(keys), jnp.zeros((), counter_dtype()), jnp.full((S,), -1, counter_dtype()))
+        state = SGDState(
+            V0, jax.random.key_data(keys), jnp.zeros((), counter_dtype()), jnp.full((S,), -1, counter_dtype())
+        )
         records = {"steps": [], "overlaps": [], "norms_sq": [], "loss": []}
     if devices is not None:
         state, teacher_tree = _shard(state, teacher_tree, shared, devices)
@@ -278,8 +319,14 @@ def simulate(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(record_steps[-1]), initial=int(state.step), unit="step", unit_scale=True,
-                   dynamic_ncols=True, desc=f"SGD d={d} m={m} B={batch} x{S}")
+        bar = tqdm(
+            total=int(record_steps[-1]),
+            initial=int(state.step),
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            desc=f"SGD d={d} m={m} B={batch} x{S}",
+        )
 
     def record(state):
         overlaps, r2, loss = measure(state.V, teacher_tree, not shared)
@@ -295,9 +342,15 @@ def simulate(
 
     try:
         state, wall = drive(
-            state, record_steps[len(records["steps"]):], step_of=lambda s: int(s.step),
-            advance=lambda s, n: advance(s, teacher_tree, *traced, n, **static), record=record, check=check,
-            block=block, chunk_seconds=chunk_seconds, bar=bar,
+            state,
+            record_steps[len(records["steps"]) :],
+            step_of=lambda s: int(s.step),
+            advance=lambda s, n: advance(s, teacher_tree, *traced, n, **static),
+            record=record,
+            check=check,
+            block=block,
+            chunk_seconds=chunk_seconds,
+            bar=bar,
             checkpoint=None if checkpoint is None else (lambda s: checkpoint(s, records)),
             checkpoint_seconds=checkpoint_seconds,
         )

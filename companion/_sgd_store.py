@@ -19,8 +19,17 @@ def load_result(store, config: SGDConfig) -> SGDResult | None:
     if hit is None:
         return None
     arrays, meta = hit
-    return SGDResult(config, config.lr, arrays["steps"], arrays["overlaps"], arrays["norms_sq"],
-                     arrays["loss"], arrays["final_state"], float(meta.get("wall_time", 0.0)), cached=True)
+    return SGDResult(
+        config,
+        config.lr,
+        arrays["steps"],
+        arrays["overlaps"],
+        arrays["norms_sq"],
+        arrays["loss"],
+        arrays["final_state"],
+        float(meta.get("wall_time", 0.0)),
+        cached=True,
+    )
 
 
 def save_result(store, config: SGDConfig, result: SGDResult) -> None:
@@ -42,8 +51,12 @@ def load_partial(store, config: SGDConfig) -> tuple[SGDState, dict] | None:
         "norms_sq": [arrays["norms_sq"][:, i] for i in range(R)],
         "loss": [arrays["loss"][:, i] for i in range(R)],
     }
-    state = SGDState(jnp.asarray(arrays["V"]), jnp.asarray(arrays["key"]), jnp.asarray(arrays["step"]),
-                     jnp.asarray(arrays["diverged_at"]))
+    state = SGDState(
+        jnp.asarray(arrays["V"]),
+        jnp.asarray(arrays["key"]),
+        jnp.asarray(arrays["step"]),
+        jnp.asarray(arrays["diverged_at"]),
+    )
     return state, records
 
 
@@ -51,11 +64,18 @@ def save_partial(store, config: SGDConfig, state: SGDState, records: dict) -> No
     """Checkpoint the engine state and the records taken so far."""
     S, m, P = state.V.shape[0], config.model.m, config.model.P
     R = len(records["steps"])
-    store.save(config, {
-        "V": np.asarray(state.V), "key": np.asarray(state.key), "step": np.asarray(state.step),
-        "diverged_at": np.asarray(state.diverged_at),
-        "steps": np.asarray(records["steps"], dtype=np.int64),
-        "overlaps": np.stack(records["overlaps"], 1) if R else np.zeros((S, 0, m, P), np.float32),
-        "norms_sq": np.stack(records["norms_sq"], 1) if R else np.zeros((S, 0, m), np.float32),
-        "loss": np.stack(records["loss"], 1) if R else np.zeros((S, 0), np.float64),
-    }, {"step": int(state.step)}, tag="partial")
+    store.save(
+        config,
+        {
+            "V": np.asarray(state.V),
+            "key": np.asarray(state.key),
+            "step": np.asarray(state.step),
+            "diverged_at": np.asarray(state.diverged_at),
+            "steps": np.asarray(records["steps"], dtype=np.int64),
+            "overlaps": np.stack(records["overlaps"], 1) if R else np.zeros((S, 0, m, P), np.float32),
+            "norms_sq": np.stack(records["norms_sq"], 1) if R else np.zeros((S, 0, m), np.float32),
+            "loss": np.stack(records["loss"], 1) if R else np.zeros((S, 0), np.float64),
+        },
+        {"step": int(state.step)},
+        tag="partial",
+    )

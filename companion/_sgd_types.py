@@ -72,9 +72,11 @@ class SGDConfig:
         if self.block is not None:
             object.__setattr__(self, "block", require_int("block", self.block, 1))
         if self.max_norm_sq is not None:
-            object.__setattr__(self, "max_norm_sq", require_real("max_norm_sq", self.max_norm_sq, low=0.0, low_open=True))
+            object.__setattr__(
+                self, "max_norm_sq", require_real("max_norm_sq", self.max_norm_sq, low=0.0, low_open=True)
+            )
 
-    def replace(self, **changes) -> "SGDConfig":
+    def replace(self, **changes) -> SGDConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -179,15 +181,25 @@ class SGDResult:
         if self.steps[0] != 0:
             raise ValueError("trajectory: the first record must be step 0 (it gives the initial overlaps)")
         return Trajectory(
-            times=self.times, overlaps=self.overlaps[run], norms_sq=self.norms_sq[run], loss=self.loss[run],
-            initial_overlaps=self.overlaps[run, 0], initial_norms_sq=self.norms_sq[run, 0],
-            final_state=self.final_state[run], steps=int(self.steps[-1]), dt=self.lr, method="sgd",
+            times=self.times,
+            overlaps=self.overlaps[run],
+            norms_sq=self.norms_sq[run],
+            loss=self.loss[run],
+            initial_overlaps=self.overlaps[run, 0],
+            initial_norms_sq=self.norms_sq[run, 0],
+            final_state=self.final_state[run],
+            steps=int(self.steps[-1]),
+            dt=self.lr,
+            method="sgd",
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
-            "steps": self.steps, "overlaps": self.overlaps, "norms_sq": self.norms_sq,
-            "loss": self.loss, "final_state": self.final_state,
+            "steps": self.steps,
+            "overlaps": self.overlaps,
+            "norms_sq": self.norms_sq,
+            "loss": self.loss,
+            "final_state": self.final_state,
         }
 
 

@@ -54,8 +54,9 @@ import tempfile
 import uuid
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,10 @@ def _well_formed(record) -> bool:
         and isinstance(sums, dict)
         and set(arrays) == set(sums)
         and all(
-            isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], list)
+            isinstance(v, list)
+            and len(v) == 2
+            and isinstance(v[0], str)
+            and isinstance(v[1], list)
             and all(isinstance(n, int) for n in v[1])
             for v in arrays.values()
         )
@@ -246,7 +250,7 @@ class Cache:
         return f"Cache({str(self.directory)!r}, namespace={self.namespace!r}, version={self.version!r})"
 
     @classmethod
-    def resolve(cls, cache: Any, namespace: str = "", version: str = "") -> "Cache | None":
+    def resolve(cls, cache: Any, namespace: str = "", version: str = "") -> Cache | None:
         """The cache an entry point's ``cache`` argument names: ``True`` the default folder, ``None``
         or ``False`` none, a :class:`Cache` its folder, anything else a folder path.
 
@@ -310,11 +314,15 @@ class Cache:
         stem = re.escape(json_path.stem)
         npz = re.compile(rf"^{stem}\.[0-9a-f]{{12}}\.npz$")
         tmp = re.compile(rf"^\.{stem}\.(json|[0-9a-f]{{12}}\.npz)\.[^.]+\.tmp$")
-        return [path for path in json_path.parent.iterdir()
-                if path.name != keep and (npz.match(path.name) or tmp.match(path.name))]
+        return [
+            path
+            for path in json_path.parent.iterdir()
+            if path.name != keep and (npz.match(path.name) or tmp.match(path.name))
+        ]
 
-    def save(self, config: Any, arrays: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
-             tag: str = "") -> Path | None:
+    def save(
+        self, config: Any, arrays: Mapping[str, Any], meta: Mapping[str, Any] | None = None, tag: str = ""
+    ) -> Path | None:
         """Write an entry atomically (arrays first, the JSON commit mark last); returns the JSON path.
 
         A failure to write (a full disk, a folder made read-only meanwhile) warns once and returns
@@ -361,9 +369,10 @@ class Cache:
                             _discard(path)
         except OSError as error:
             reason = errno.errorcode.get(error.errno or 0, type(error).__name__)
-            _say_once(f"save:{self._folder()}:{reason}",
-                      f"cache: could not store an entry in {self._folder()} ({error}); the result is returned "
-                      "but not cached")
+            _say_once(
+                f"save:{self._folder()}:{reason}",
+                f"cache: could not store an entry in {self._folder()} ({error}); the result is returned but not cached",
+            )
             return None
         return json_path
 
@@ -377,8 +386,11 @@ class Cache:
             return None
         problem = self._check(json_path, config)
         if isinstance(problem, str):
-            _say_once(f"entry:{json_path}", f"cache: ignoring the entry {json_path.name} in {json_path.parent} "
-                      f"({problem}); it is recomputed and replaced")
+            _say_once(
+                f"entry:{json_path}",
+                f"cache: ignoring the entry {json_path.name} in {json_path.parent} "
+                f"({problem}); it is recomputed and replaced",
+            )
             return None
         return problem
 

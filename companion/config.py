@@ -60,7 +60,11 @@ class ModelConfig:
         set_(self, "P", require_int("P", self.P, 1, self.d, why=f" (P orthonormal directions need P <= d = {self.d})"))
         set_(self, "m", require_int("m", self.m, 1))
         set_(self, "beta", require_real("beta", self.beta, low=0.0))
-        set_(self, "seed", require_int("seed", self.seed, 0, MAX_SEED, why=" (jax.random.key takes a signed 64-bit seed)"))
+        set_(
+            self,
+            "seed",
+            require_int("seed", self.seed, 0, MAX_SEED, why=" (jax.random.key takes a signed 64-bit seed)"),
+        )
         if self.init_norm_sq is not None:
             set_(self, "init_norm_sq", require_real("init_norm_sq", self.init_norm_sq, low=0.0, low_open=True))
             check_norm_sq("init_norm_sq", self.init_norm_sq, self.m, self.dtype)
@@ -69,13 +73,13 @@ class ModelConfig:
         get_activation(self.activation)  # raises on an unknown name
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "ModelConfig":
+    def preset(cls, name: str, **overrides) -> ModelConfig:
         """A named preset (``test``, ``book``, ``paper``), with fields overridden by keyword."""
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -86,8 +90,13 @@ class ModelConfig:
 
     def teacher(self) -> Teacher:
         return make_teacher(
-            self.d, self.P, beta=self.beta, activation=self.activation,
-            directions=self.teacher_directions, key=self.keys()["teacher"], dtype=self.dtype,
+            self.d,
+            self.P,
+            beta=self.beta,
+            activation=self.activation,
+            directions=self.teacher_directions,
+            key=self.keys()["teacher"],
+            dtype=self.dtype,
         )
 
     def student(self):

@@ -60,7 +60,6 @@ from companion.hermite import Activation
 from companion.student import overlaps, unit_directions
 from companion.teacher import Teacher
 
-
 # ----------------------------------------------------------------------------------------------
 # The vector field
 # ----------------------------------------------------------------------------------------------
@@ -105,10 +104,6 @@ def vector_field(V: Float[Array, "m d"], teacher: Teacher, axes: bool = False) -
     g = act.kernel(C) @ a - act.kernel(G) @ w
     radial = jnp.sum(unit * D, axis=-1)
     return (2.0 * g - radial)[:, None] * V + r[:, None] * D
-
-
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,12 +152,12 @@ def log_times(t_max: float, n: int, t_min: float | None = None) -> np.ndarray:
     """
     t_max = require_real("t_max", t_max, low=0.0, low_open=True)
     n = require_int("n", n, 2)
-    t_min = t_max / 1000.0 if t_min is None else require_real("t_min", t_min, low=0.0, high=t_max, low_open=True, high_open=True)
+    t_min = (
+        t_max / 1000.0
+        if t_min is None
+        else require_real("t_min", t_min, low=0.0, high=t_max, low_open=True, high_open=True)
+    )
     return np.geomspace(t_min, t_max, n)
-
-
-
-
 
 
 def default_norm_bound(V0, teacher: Teacher) -> float:
@@ -189,8 +184,6 @@ def stability_step(teacher: Teacher) -> float:
     """
     a_max = float(np.max(np.asarray(teacher.coefficients, dtype=np.float64)))
     return 1.0 / (2.0 * float(teacher.activation.kernel(1.0)) * a_max)
-
-
 
 
 @partial(jax.jit, static_argnames="axes")
@@ -251,7 +244,11 @@ def euler_flow(
     times = check_times(times)
     dt = require_real("dt", dt, low=0.0, low_open=True)
     V0 = check_state(V0, teacher)
-    bound = default_norm_bound(V0, teacher) if max_norm_sq is None else require_real("max_norm_sq", max_norm_sq, low=0.0, low_open=True)
+    bound = (
+        default_norm_bound(V0, teacher)
+        if max_norm_sq is None
+        else require_real("max_norm_sq", max_norm_sq, low=0.0, low_open=True)
+    )
     teacher_c = cast_teacher(teacher, V0.dtype)
     limit = stability_step(teacher)
     if dt >= limit:
@@ -261,7 +258,11 @@ def euler_flow(
         )
     counts, steps = interval_steps(times, dt)
     V, (C, w, loss), done, bad = _euler_scan(
-        V0, teacher_c, jnp.asarray(counts), jnp.asarray(steps, V0.dtype), jnp.asarray(bound, V0.dtype),
+        V0,
+        teacher_c,
+        jnp.asarray(counts),
+        jnp.asarray(steps, V0.dtype),
+        jnp.asarray(bound, V0.dtype),
         axes=is_axes(teacher),
     )
     bad = np.asarray(bad)
@@ -273,7 +274,9 @@ def euler_flow(
             f"state became non-finite or a norm^2 exceeded {bound:.3g}. dt = {dt:g} is too large; try "
             f"dt = {min(dt / 2, limit / 4):.3g} (a learned neuron's norm is linearly stable only for dt < "
             f"1/(2 kappa(1) a_max) = {limit:.3g}, and accurate escape times need several times less)",
-            time=t_bad, step=int(np.sum(np.asarray(done)[: j + 1])), lr=dt,
+            time=t_bad,
+            step=int(np.sum(np.asarray(done)[: j + 1])),
+            lr=dt,
         )
     return Trajectory(
         times=times,
@@ -710,15 +713,24 @@ def refined_escape_times(
     # A zero overlap or coefficient never escapes; give it a finite scale and let the cap say inf.
     horizons = np.where(np.isfinite(horizons), horizons, 1.0)
     crossings, _ = _refined_scan(
-        jnp.asarray(C0), jnp.asarray(W0), jnp.asarray(a), jnp.asarray(students), jnp.asarray(teachers),
-        jnp.asarray(horizons), activation, jnp.asarray(threshold, jnp.asarray(C0).dtype), resolution,
+        jnp.asarray(C0),
+        jnp.asarray(W0),
+        jnp.asarray(a),
+        jnp.asarray(students),
+        jnp.asarray(teachers),
+        jnp.asarray(horizons),
+        activation,
+        jnp.asarray(threshold, jnp.asarray(C0).dtype),
+        resolution,
         jnp.asarray(cap, jnp.asarray(C0).dtype),
     )
     result = np.asarray(crossings, dtype=np.float64)
     return np.where((s0 > 0) & (a[teachers] > 0), result, np.inf)
 
 
-def single_neuron_crossing_time(s0, a, activation: Activation, threshold: float = 0.5, resolution: int = 2000) -> np.ndarray:
+def single_neuron_crossing_time(
+    s0, a, activation: Activation, threshold: float = 0.5, resolution: int = 2000
+) -> np.ndarray:
     r"""Time for a lone neuron with one teacher direction to reach :math:`\bar v^2 =` threshold.
 
     The P = 1 case of :func:`reduced_direction_field`: :math:`\dot c = a\,\kappa'(c)(1 - c^2)`,
@@ -737,8 +749,16 @@ def single_neuron_crossing_time(s0, a, activation: Activation, threshold: float 
 
     def one(c0, coefficient, horizon):
         crossings, _ = _refined_scan(
-            c0.reshape(1, 1), jnp.ones((1,), c0.dtype), coefficient.reshape(1), jnp.zeros((1,), jnp.int64),
-            jnp.zeros((1,), jnp.int64), horizon.reshape(1), activation, float(threshold), resolution, 10.0,
+            c0.reshape(1, 1),
+            jnp.ones((1,), c0.dtype),
+            coefficient.reshape(1),
+            jnp.zeros((1,), jnp.int64),
+            jnp.zeros((1,), jnp.int64),
+            horizon.reshape(1),
+            activation,
+            float(threshold),
+            resolution,
+            10.0,
         )
         return crossings[0]
 

@@ -25,8 +25,14 @@ class DivergenceError(FloatingPointError):
         partial: what was recorded before the divergence (an engine's result type), or None.
     """
 
-    def __init__(self, message: str, step: int | None = None, time: float | None = None,
-                 lr: float | None = None, partial: Any = None):
+    def __init__(
+        self,
+        message: str,
+        step: int | None = None,
+        time: float | None = None,
+        lr: float | None = None,
+        partial: Any = None,
+    ):
         super().__init__(message)
         self.step, self.time, self.lr, self.partial = step, time, lr, partial
 

@@ -63,8 +63,12 @@ def run_flow(run: FlowRun, cache: Cache | None = None) -> dict[str, np.ndarray]:
     # The loss drops once the student's weight on v_p^{(x)k*}, sum_k w_k C_kp^k*, approaches a_p:
     # after the overlap escaped, when the norms have grown (logistically).
     k_star = teacher.activation.information_exponent
-    held = np.einsum("rm,rmp->rp", trajectory.norms_sq.astype(np.float64),
-                     trajectory.overlaps.astype(np.float64) ** k_star) / a
+    held = (
+        np.einsum(
+            "rm,rmp->rp", trajectory.norms_sq.astype(np.float64), trajectory.overlaps.astype(np.float64) ** k_star
+        )
+        / a
+    )
     learned = crossing_time(trajectory.times, held, 0.5)
     arrays = {
         "times": trajectory.times,
@@ -100,16 +104,25 @@ class WidthSweep:
     records: int = 300
 
     def __post_init__(self):
-        if not isinstance(self.widths, (tuple, list)) or not isinstance(self.seeds, (tuple, list)) \
-                or not self.widths or not self.seeds:
+        if (
+            not isinstance(self.widths, (tuple, list))
+            or not isinstance(self.seeds, (tuple, list))
+            or not self.widths
+            or not self.seeds
+        ):
             raise ValueError(f"widths and seeds must be non-empty tuples, got {self.widths!r} and {self.seeds!r}")
         widths = tuple(require_int("widths", m, 1) for m in self.widths)
         seeds = tuple(require_int("seeds", s, 0) for s in self.seeds)
         if tuple(sorted(set(widths))) != widths:
             raise ValueError(f"widths must be strictly increasing, got {widths}")
         run = FlowRun(self.model, self.horizon, self.dt, self.records)  # validates and normalizes the rest
-        for name, value in (("widths", widths), ("seeds", seeds), ("horizon", run.horizon), ("dt", run.dt),
-                            ("records", run.records)):
+        for name, value in (
+            ("widths", widths),
+            ("seeds", seeds),
+            ("horizon", run.horizon),
+            ("dt", run.dt),
+            ("records", run.records),
+        ):
             object.__setattr__(self, name, value)
 
     def runs(self):
@@ -117,7 +130,7 @@ class WidthSweep:
             for m in self.widths:
                 yield FlowRun(self.model.replace(m=m, seed=seed), self.horizon, self.dt, self.records)
 
-    def replace(self, **changes) -> "WidthSweep":
+    def replace(self, **changes) -> WidthSweep:
         return dataclasses.replace(self, **changes)
 
 
@@ -163,8 +176,15 @@ def run_width_sweep(sweep: WidthSweep, cache: Cache | bool | None = True, progre
     def stack(name):
         return np.stack([r[name] for r in results]).reshape(S, W, *results[0][name].shape)
 
-    return SweepResult(results[0]["times"], stack("loss"), stack("escapes"), stack("learned"), stack("winners"),
-                       np.asarray(sweep.widths), np.asarray(sweep.seeds))
+    return SweepResult(
+        results[0]["times"],
+        stack("loss"),
+        stack("escapes"),
+        stack("learned"),
+        stack("winners"),
+        np.asarray(sweep.widths),
+        np.asarray(sweep.seeds),
+    )
 
 
 #: Presets of the width sweep. ``book`` executes in the scaling chapter on a 2-core CPU; ``paper``
@@ -173,9 +193,12 @@ WIDTH_SWEEPS: dict[str, WidthSweep] = {
     "test": WidthSweep(ModelConfig(d=32, P=16, m=1), widths=(4, 8, 16, 32), horizon=300.0, records=120),
     "book": WidthSweep(ModelConfig(d=256, P=128, m=1), widths=(8, 16, 32, 64, 128, 256), seeds=(0, 1), horizon=1500.0),
     # medium: a committed background run (book/results/width_sweep_medium.json), not executed by the book.
-    "medium": WidthSweep(ModelConfig(d=512, P=256, m=1), widths=(16, 32, 64, 128, 256, 512), seeds=(0,), horizon=5000.0),
-    "paper": WidthSweep(ModelConfig(d=2048, P=1024, m=1), widths=(32, 64, 128, 256, 512, 1024, 2048), horizon=2.0e4,
-                        dt=0.1, records=400),
+    "medium": WidthSweep(
+        ModelConfig(d=512, P=256, m=1), widths=(16, 32, 64, 128, 256, 512), seeds=(0,), horizon=5000.0
+    ),
+    "paper": WidthSweep(
+        ModelConfig(d=2048, P=1024, m=1), widths=(32, 64, 128, 256, 512, 1024, 2048), horizon=2.0e4, dt=0.1, records=400
+    ),
 }
 
 

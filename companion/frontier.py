@@ -43,7 +43,6 @@ import numpy as np
 from companion._validate import require_int, require_real
 from companion.config import ModelConfig
 
-
 # ----------------------------------------------------------------------------------------------
 # Exponent fits (any sweep with times (R,), loss (S, W, R), escapes (S, W, P), widths (W,))
 # ----------------------------------------------------------------------------------------------
@@ -64,8 +63,9 @@ class Exponents(NamedTuple):
     grid: np.ndarray
 
 
-def fit_exponents(times, loss, escapes, widths, P: int, beta: float, compute_scale=None,
-                  grid_points: int = 300) -> Exponents:
+def fit_exponents(
+    times, loss, escapes, widths, P: int, beta: float, compute_scale=None, grid_points: int = 300
+) -> Exponents:
     r"""Time, width and frontier exponents of a sweep, with the fixed windows of the module docstring.
 
     Args:
@@ -87,8 +87,10 @@ def fit_exponents(times, loss, escapes, widths, P: int, beta: float, compute_sca
     widths = np.asarray(widths)
     S, W, R = loss.shape
     if t.shape != (R,) or escapes.shape[:2] != (S, W) or widths.shape != (W,):
-        raise ValueError(f"times (R,), loss (S, W, R), escapes (S, W, P), widths (W,) must agree, got "
-                         f"{t.shape}, {loss.shape}, {escapes.shape}, {widths.shape}")
+        raise ValueError(
+            f"times (R,), loss (S, W, R), escapes (S, W, P), widths (W,) must agree, got "
+            f"{t.shape}, {loss.shape}, {escapes.shape}, {widths.shape}"
+        )
     scale = 1.0 if compute_scale is None else require_real("compute_scale", compute_scale, low=0.0, low_open=True)
     tail = sc.tail_beyond(P, beta)
     narrow = widths <= P // 2
@@ -188,10 +190,11 @@ class SGDWidthSweep:
         lr, steps = self.lr, self.steps
         for seed in self.seeds:
             for m in self.widths:
-                yield SGDConfig(self.model.replace(m=m, seed=seed), lr=lr, steps=steps, batch=self.batch,
-                                record=self.records)
+                yield SGDConfig(
+                    self.model.replace(m=m, seed=seed), lr=lr, steps=steps, batch=self.batch, record=self.records
+                )
 
-    def replace(self, **changes) -> "SGDWidthSweep":
+    def replace(self, **changes) -> SGDWidthSweep:
         return dataclasses.replace(self, **changes)
 
 
@@ -248,9 +251,18 @@ def run_sgd_width_sweep(sweep: SGDWidthSweep, cache=True, progress: bool = False
         return np.stack(x).reshape(S, W, *np.asarray(x[0]).shape)
 
     steps = np.asarray(times) / sweep.lr
-    return SGDSweepResult(np.asarray(times), stack(loss), stack(escapes), stack(learned), np.asarray(sweep.widths),
-                          np.asarray(sweep.seeds), sweep.lr, sweep.batch, steps * sweep.batch,
-                          np.asarray(walls).reshape(S, W))
+    return SGDSweepResult(
+        np.asarray(times),
+        stack(loss),
+        stack(escapes),
+        stack(learned),
+        np.asarray(sweep.widths),
+        np.asarray(sweep.seeds),
+        sweep.lr,
+        sweep.batch,
+        steps * sweep.batch,
+        np.asarray(walls).reshape(S, W),
+    )
 
 
 #: Presets. ``book`` executes in the scaling chapter on 2 CPU cores (small on purpose); ``medium``
@@ -263,8 +275,13 @@ SGD_WIDTH_SWEEPS: dict[str, SGDWidthSweep] = {
     "test": SGDWidthSweep(ModelConfig(d=16, P=8, m=1), widths=(2, 4, 8), horizon=60.0, batch=64, records=16),
     "book": SGDWidthSweep(ModelConfig(d=32, P=16, m=1), widths=(2, 4, 8, 16, 32), horizon=300.0, batch=128),
     "medium": SGDWidthSweep(ModelConfig(d=64, P=32, m=1), widths=(4, 8, 16, 32, 64), horizon=400.0, batch=256),
-    "paper": SGDWidthSweep(ModelConfig(d=2048, P=1024, m=1), widths=(32, 64, 128, 256, 512, 1024, 2048),
-                           horizon=2.0e4, batch=8192, records=128),
+    "paper": SGDWidthSweep(
+        ModelConfig(d=2048, P=1024, m=1),
+        widths=(32, 64, 128, 256, 512, 1024, 2048),
+        horizon=2.0e4,
+        batch=8192,
+        records=128,
+    ),
 }
 
 
@@ -280,7 +297,9 @@ def gd_twin(sweep: SGDWidthSweep, dt: float = 0.1, records: int = 200):
     teacher, widths, seeds and horizon: the flow the SGD sweep should follow."""
     from companion.experiments import WidthSweep
 
-    return WidthSweep(sweep.model, widths=sweep.widths, seeds=sweep.seeds, horizon=sweep.horizon, dt=dt, records=records)
+    return WidthSweep(
+        sweep.model, widths=sweep.widths, seeds=sweep.seeds, horizon=sweep.horizon, dt=dt, records=records
+    )
 
 
 def reproduce_width_sweep_sgd(preset: str, progress: bool = False, full: bool = False) -> dict:
@@ -293,19 +312,47 @@ def reproduce_width_sweep_sgd(preset: str, progress: bool = False, full: bool = 
 
     sweep = sgd_width_sweep(preset)
     result = run_sgd_width_sweep(sweep, progress=progress)
-    fits = fit_exponents(result.times, result.loss, result.escapes, result.widths, sweep.model.P, sweep.model.beta,
-                         compute_scale=sweep.samples_per_time)
+    fits = fit_exponents(
+        result.times,
+        result.loss,
+        result.escapes,
+        result.widths,
+        sweep.model.P,
+        sweep.model.beta,
+        compute_scale=sweep.samples_per_time,
+    )
     summary = {
-        "experiment": "width_sweep_sgd", "preset": preset, "method": "online SGD, fresh Gaussian samples",
-        "sweep": dataclasses.asdict(sweep), "lr": sweep.lr, "batch": sweep.batch, "steps": sweep.steps,
+        "experiment": "width_sweep_sgd",
+        "preset": preset,
+        "method": "online SGD, fresh Gaussian samples",
+        "sweep": dataclasses.asdict(sweep),
+        "lr": sweep.lr,
+        "batch": sweep.batch,
+        "steps": sweep.steps,
         "samples_per_time": sweep.samples_per_time,
-        "exponents": {"time": fits.time.tolist(), "width": fits.width.tolist(), "frontier": fits.frontier.tolist(),
-                      "theory": {"time": sc.time_exponent(sweep.model.beta), "width": sc.width_exponent(sweep.model.beta),
-                                 "frontier": sc.compute_exponent(sweep.model.beta)}},
+        "exponents": {
+            "time": fits.time.tolist(),
+            "width": fits.width.tolist(),
+            "frontier": fits.frontier.tolist(),
+            "theory": {
+                "time": sc.time_exponent(sweep.model.beta),
+                "width": sc.width_exponent(sweep.model.beta),
+                "frontier": sc.compute_exponent(sweep.model.beta),
+            },
+        },
         "final_loss": result.loss[..., -1].tolist(),
         "stepping_seconds": result.wall_time.tolist(),
     }
     if full:
-        summary.update({"times": result.times, "loss": result.loss, "escapes": result.escapes, "learned": result.learned,
-                        "widths": result.widths, "seeds": result.seeds, "samples": result.samples})
+        summary.update(
+            {
+                "times": result.times,
+                "loss": result.loss,
+                "escapes": result.escapes,
+                "learned": result.learned,
+                "widths": result.widths,
+                "seeds": result.seeds,
+                "samples": result.samples,
+            }
+        )
     return summary

@@ -15,8 +15,8 @@ Conventions (used by every chapter):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -82,9 +82,9 @@ def _split_gauss_legendre_rule(points: int, breakpoints: Sequence[float], half_w
     edges = sorted({-half_width, half_width, *[float(b) for b in breakpoints]})
     x, w = leggauss(points)
     nodes, weights = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=False):
         # 8 panels between breakpoints keep each panel short against the Gaussian's width.
-        for a, b in zip(np.linspace(lo, hi, 9)[:-1], np.linspace(lo, hi, 9)[1:]):
+        for a, b in zip(np.linspace(lo, hi, 9)[:-1], np.linspace(lo, hi, 9)[1:], strict=False):
             nodes.append(0.5 * (b - a) * x + 0.5 * (a + b))
             weights.append(0.5 * (b - a) * w)
     nodes, weights = np.concatenate(nodes), np.concatenate(weights)

@@ -118,7 +118,7 @@ class InteractiveFigure:
             if len(flags) != n:
                 raise ValueError(f"visibility[{key}] has {len(flags)} flags for {n} traces")
         if self.sliders:  # the figure starts in the sliders' initial state
-            for trace, flag in zip(self.figure.data, self.visibility[self.start()]):
+            for trace, flag in zip(self.figure.data, self.visibility[self.start()], strict=False):
                 trace.visible = flag
             if self.titles:
                 self.figure.update_layout(title_text=self.titles[self.start()])
@@ -129,8 +129,12 @@ class InteractiveFigure:
     def to_html(self) -> str:
         """The figure's HTML fragment: controls, Plotly ``div`` and the script wiring them."""
         uid = f"companion-{self.name}"
-        plot = self.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"{uid}-plot",
-                           config={"responsive": True, "displaylogo": False})
+        plot = self.figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"{uid}-plot",
+            config={"responsive": True, "displaylogo": False},
+        )
         controls = "".join(
             f'<label class="companion-control">{html.escape(s.label)} = '
             f'<output data-for="{s.name}">{html.escape(f"{s.values[s.start]:g}")}</output>'
@@ -160,8 +164,10 @@ class InteractiveFigure:
                 "})();</script>"
             )
         state = ",".join(map(str, self.start()))
-        return (f'<div class="companion-interactive" id="{uid}" data-state="{state}">'
-                f'<div class="companion-controls">{controls}</div>{plot}{script}</div>')
+        return (
+            f'<div class="companion-interactive" id="{uid}" data-state="{state}">'
+            f'<div class="companion-controls">{controls}</div>{plot}{script}</div>'
+        )
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         title = self.figure.layout.title.text or self.name
@@ -183,11 +189,15 @@ def still_image(fig) -> bytes:
 
 def _layout(fig, xtitle: str, ytitle: str, log_x: bool = True, log_y: bool = True) -> None:
     fig.update_layout(
-        template="plotly_white", height=420, margin=dict(l=60, r=20, t=50, b=50),
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), hovermode="closest",
-        xaxis=dict(title=xtitle, type="log" if log_x else "linear", exponentformat="power"),
-        yaxis=dict(title=ytitle, type="log" if log_y else "linear", exponentformat="power"),
-        paper_bgcolor="white", plot_bgcolor="white",
+        template="plotly_white",
+        height=420,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        hovermode="closest",
+        xaxis={"title": xtitle, "type": "log" if log_x else "linear", "exponentformat": "power"},
+        yaxis={"title": ytitle, "type": "log" if log_y else "linear", "exponentformat": "power"},
+        paper_bgcolor="white",
+        plot_bgcolor="white",
     )
 
 
@@ -248,14 +258,37 @@ def staircase_figure(grid: dict, start: tuple[float, int] | None = None, still=N
     for beta, P in keys:
         t, loss, ref, first = grid[(beta, P)]
         clip = ref >= 0.25 * loss[loss > 0].min()
-        fig.add_trace(go.Scatter(x=_round(np.repeat(first, 3)), y=[1e-9, 1.0, None] * len(first), mode="lines",
-                                 line=dict(color="#ff7f0e", width=0.8), opacity=0.6, name="first four emergences",
-                                 hovertemplate="T = %{x:.3g}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=_round(t), y=_round(loss), mode="lines", line=dict(color="#1f77b4", shape="hv"),
-                                 name="sum of emergences", hovertemplate="t = %{x:.3g}<br>loss = %{y:.3g}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=_round(t[clip]), y=_round(ref[clip]), mode="lines",
-                                 line=dict(color="black", dash="dash", width=1),
-                                 name=f"power law t^({time_exponent(beta):.2f})", hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=_round(np.repeat(first, 3)),
+                y=[1e-9, 1.0, None] * len(first),
+                mode="lines",
+                line={"color": "#ff7f0e", "width": 0.8},
+                opacity=0.6,
+                name="first four emergences",
+                hovertemplate="T = %{x:.3g}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=_round(t),
+                y=_round(loss),
+                mode="lines",
+                line={"color": "#1f77b4", "shape": "hv"},
+                name="sum of emergences",
+                hovertemplate="t = %{x:.3g}<br>loss = %{y:.3g}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=_round(t[clip]),
+                y=_round(ref[clip]),
+                mode="lines",
+                line={"color": "black", "dash": "dash", "width": 1},
+                name=f"power law t^({time_exponent(beta):.2f})",
+                hoverinfo="skip",
+            )
+        )
     _layout(fig, "training time t", "loss")
     floor = min(g[1][g[1] > 0].min() for g in grid.values())
     fig.update_yaxes(range=[np.log10(0.25 * floor), 0])
@@ -265,11 +298,16 @@ def staircase_figure(grid: dict, start: tuple[float, int] | None = None, still=N
         for pi, P in enumerate(Ps):
             flags = [False] * (3 * len(keys))
             first = 3 * index[(beta, P)]
-            flags[first:first + 3] = [True] * 3
+            flags[first : first + 3] = [True] * 3
             visibility[(bi, pi)] = flags
             titles[(bi, pi)] = f"β = {beta:g}, P = {P}: slope {time_exponent(beta):.2f} on log-log axes"
-    sliders = (Slider("beta", "β", tuple(betas), betas.index(start[0])), Slider("P", "P", tuple(Ps), Ps.index(start[1])))
-    return InteractiveFigure(fig, "staircase", sliders, visibility, titles, still_image(still) if still is not None else None)
+    sliders = (
+        Slider("beta", "β", tuple(betas), betas.index(start[0])),
+        Slider("P", "P", tuple(Ps), Ps.index(start[1])),
+    )
+    return InteractiveFigure(
+        fig, "staircase", sliders, visibility, titles, still_image(still) if still is not None else None
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,7 +349,9 @@ def sharpening_grid(ds: Sequence[int], m: int, points: int = 400) -> dict:
         s0 = np.log(m) / d
         if not 0 < s0 < 0.1:
             raise ValueError(f"ds must make log(m)/d lie in (0, 0.1), got d = {d} (s0 = {s0:.3g})")
-        s = np.concatenate([np.geomspace(s0 * 1.0001, 0.5, points // 2, endpoint=False), np.linspace(0.5, 0.999, points - points // 2)])
+        s = np.concatenate(
+            [np.geomspace(s0 * 1.0001, 0.5, points // 2, endpoint=False), np.linspace(0.5, 0.999, points - points // 2)]
+        )
         half = h4_single_neuron_time(0.5, s0)
         window = float((h4_single_neuron_time(0.9, s0) - h4_single_neuron_time(0.1, s0)) / half)
         grid[int(d)] = (h4_single_neuron_time(s, s0) / half, s, window)
@@ -335,18 +375,30 @@ def sharpening_figure(grid: dict, start: int | None = None, still=None) -> Inter
     fig = go.Figure()
     for d in ds:
         x, s, _ = grid[d]
-        fig.add_trace(go.Scatter(x=_round(x), y=_round(s), mode="lines", line=dict(color="#1f77b4", width=2.5),
-                                 name=f"d = {d}", hovertemplate="t / T = %{x:.3f}<br>overlap² = %{y:.3f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=_round(x),
+                y=_round(s),
+                mode="lines",
+                line={"color": "#1f77b4", "width": 2.5},
+                name=f"d = {d}",
+                hovertemplate="t / T = %{x:.3f}<br>overlap² = %{y:.3f}<extra></extra>",
+            )
+        )
     for level in (0.1, 0.9):
-        fig.add_hline(y=level, line=dict(color="grey", width=0.8, dash="dot"))
+        fig.add_hline(y=level, line={"color": "grey", "width": 0.8, "dash": "dot"})
     _layout(fig, "time / escape time", "overlap² s", log_x=False, log_y=False)
     fig.update_layout(showlegend=False)
     fig.update_xaxes(range=[0, 1.3])
     fig.update_yaxes(range=[0, 1])
     visibility = {(i,): [j == i for j in range(len(ds))] for i in range(len(ds))}
-    titles = {(i,): f"d = {d}: the jump from 0.1 to 0.9 takes {grid[d][2]:.3f} of the escape time" for i, d in enumerate(ds)}
+    titles = {
+        (i,): f"d = {d}: the jump from 0.1 to 0.9 takes {grid[d][2]:.3f} of the escape time" for i, d in enumerate(ds)
+    }
     sliders = (Slider("d", "d", tuple(ds), ds.index(start)),)
-    return InteractiveFigure(fig, "sharpening", sliders, visibility, titles, still_image(still) if still is not None else None)
+    return InteractiveFigure(
+        fig, "sharpening", sliders, visibility, titles, still_image(still) if still is not None else None
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,7 +446,9 @@ def frontier_figure(
     L = L[None] if L.ndim == 2 else L
     widths = [int(m) for m in widths]
     if L.ndim != 3 or L.shape[1:] != (len(widths), t.size):
-        raise ValueError(f"loss must have shape (S, {len(widths)}, {t.size}) or ({len(widths)}, {t.size}), got {np.shape(loss)}")
+        raise ValueError(
+            f"loss must have shape (S, {len(widths)}, {t.size}) or ({len(widths)}, {t.size}), got {np.shape(loss)}"
+        )
     S = L.shape[0]
     seeds = list(range(S)) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != S:
@@ -410,36 +464,81 @@ def frontier_figure(
         for w, m in enumerate(widths):
             y = L[s, w] + offset
             ok = np.isfinite(y) & (y > 0)
-            fig.add_trace(go.Scatter(
-                x=_round(m * t[ok]), y=_round(y[ok]), mode="lines", line=dict(color=colors[w], width=1.5),
-                name=f"m = {m}", legendgroup=f"m{m}", showlegend=s == 0,
-                hovertemplate=f"m = {m}, seed {seeds[s]}<br>compute %{{x:.3g}}<br>loss %{{y:.3g}}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=_round(m * t[ok]),
+                    y=_round(y[ok]),
+                    mode="lines",
+                    line={"color": colors[w], "width": 1.5},
+                    name=f"m = {m}",
+                    legendgroup=f"m{m}",
+                    showlegend=s == 0,
+                    hovertemplate=f"m = {m}, seed {seeds[s]}<br>compute %{{x:.3g}}<br>loss %{{y:.3g}}<extra></extra>",
+                )
+            )
             seed_of.append(s)
             if pred is not None:
                 yp = pred[s, w] + offset
                 okp = np.isfinite(yp) & (yp > 0)
-                fig.add_trace(go.Scatter(
-                    x=_round(m * t[okp]), y=_round(yp[okp]), mode="lines", line=dict(color=colors[w], width=1, dash="dash"),
-                    name=f"m = {m} predicted", legendgroup=f"m{m}", showlegend=False,
-                    hovertemplate=f"m = {m}, seed {seeds[s]}, predicted<br>compute %{{x:.3g}}<br>loss %{{y:.3g}}<extra></extra>"))
+                fig.add_trace(
+                    go.Scatter(
+                        x=_round(m * t[okp]),
+                        y=_round(yp[okp]),
+                        mode="lines",
+                        line={"color": colors[w], "width": 1, "dash": "dash"},
+                        name=f"m = {m} predicted",
+                        legendgroup=f"m{m}",
+                        showlegend=False,
+                        hovertemplate=f"m = {m}, seed {seeds[s]}, predicted<br>compute %{{x:.3g}}<br>loss %{{y:.3g}}<extra></extra>",
+                    )
+                )
                 seed_of.append(s)
-    for curve, style, default in ((envelope, dict(color="rgba(0,0,0,0.4)", width=4), "measured frontier"),
-                                  (predicted_envelope, dict(color="black", width=1.5, dash="dot"), "predicted frontier")):
+    for curve, style, default in (
+        (envelope, {"color": "rgba(0,0,0,0.4)", "width": 4}, "measured frontier"),
+        (predicted_envelope, {"color": "black", "width": 1.5, "dash": "dot"}, "predicted frontier"),
+    ):
         if curve is None:
             continue
         grid, values, label = (*curve, default) if len(curve) == 2 else curve
         grid, values = np.asarray(grid, np.float64), np.asarray(values, np.float64)
         ok = np.isfinite(values) & (values > 0)
-        fig.add_trace(go.Scatter(x=_round(grid[ok]), y=_round(values[ok]), mode="lines", line=style, name=label,
-                                 hovertemplate=f"{label}<br>compute %{{x:.3g}}<br>loss %{{y:.3g}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=_round(grid[ok]),
+                y=_round(values[ok]),
+                mode="lines",
+                line=style,
+                name=label,
+                hovertemplate=f"{label}<br>compute %{{x:.3g}}<br>loss %{{y:.3g}}<extra></extra>",
+            )
+        )
         seed_of.append(None)
     _layout(fig, "compute m·t", "loss" + (" + tail" if offset else ""))
     if S > 1:
+
         def shown(s):
             return [owner is None or s is None or owner == s for owner in seed_of]
-        buttons = [dict(label="all seeds", method="restyle", args=[{"visible": shown(None)}])]
-        buttons += [dict(label=f"seed {seeds[s]}", method="restyle", args=[{"visible": shown(s)}]) for s in range(S)]
-        fig.update_layout(updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, y=1.12,
-                                            xanchor="left", yanchor="bottom", showactive=True)])
-    fig.update_layout(title_text="loss against compute: every width, the frontier" + (", predicted (dashed)" if pred is not None else ""))
+
+        buttons = [{"label": "all seeds", "method": "restyle", "args": [{"visible": shown(None)}]}]
+        buttons += [
+            {"label": f"seed {seeds[s]}", "method": "restyle", "args": [{"visible": shown(s)}]} for s in range(S)
+        ]
+        fig.update_layout(
+            updatemenus=[
+                {
+                    "type": "buttons",
+                    "direction": "right",
+                    "buttons": buttons,
+                    "x": 0,
+                    "y": 1.12,
+                    "xanchor": "left",
+                    "yanchor": "bottom",
+                    "showactive": True,
+                }
+            ]
+        )
+    fig.update_layout(
+        title_text="loss against compute: every width, the frontier"
+        + (", predicted (dashed)" if pred is not None else "")
+    )
     return InteractiveFigure(fig, name, still=still_image(still) if still is not None else None)

@@ -86,8 +86,8 @@ import numpy as np
 
 from companion._core import log_steps
 from companion._layerwise_engine import (  # noqa: F401  (re-exported)
-    LayerwiseRun,
     PHASE_TWO_METHODS,
+    LayerwiseRun,
     PhaseOne,
     Readout,
     check_ridge,
@@ -191,12 +191,14 @@ class SampleComparison:
         if self.readout_chunk % self.batch:
             raise ValueError(f"readout_chunk must be a multiple of batch = {self.batch}, got {self.readout_chunk}")
         if self.batch * self.first_step <= self.readout_chunk:
-            raise ValueError(f"first_step: the smallest budget batch * first_step must exceed readout_chunk = "
-                             f"{self.readout_chunk}, got {self.batch * self.first_step}")
+            raise ValueError(
+                f"first_step: the smallest budget batch * first_step must exceed readout_chunk = "
+                f"{self.readout_chunk}, got {self.batch * self.first_step}"
+            )
         check_ridge(self.ridge)
         require_real("threshold", self.threshold, low=0.5, high=1.0, high_open=True)
 
-    def replace(self, **changes) -> "SampleComparison":
+    def replace(self, **changes) -> SampleComparison:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -328,7 +330,9 @@ def neuron_destinations(V0, teacher: Teacher, times, dt: float, threshold: float
     predicted = predicted_winners(layer_run.initial_overlaps, a, teacher.activation)
     bins = np.arange(-1, teacher.P)
     return Destinations(
-        single=single, layer=layer, predicted=predicted,
+        single=single,
+        layer=layer,
+        predicted=predicted,
         single_counts=np.array([np.sum(single == q) for q in bins]),
         layer_counts=np.array([np.sum(layer == q) for q in bins]),
         single_covered=len(set(single[single >= 0].tolist())),
@@ -358,19 +362,37 @@ def _layerwise_on_budgets(comparison: SampleComparison, seed: int) -> dict[str, 
     s1 = comparison.phase_one_steps
     marks = np.unique(s1)
     lr = comparison.lr if comparison.phase_one_lr is None else comparison.phase_one_lr
-    one = phase_one_sgd(V0, teacher, jax.random.fold_in(key, 0), lr, int(marks[-1]), comparison.batch,
-                        tuple(int(m) for m in marks), keep_directions=True)
+    one = phase_one_sgd(
+        V0,
+        teacher,
+        jax.random.fold_in(key, 0),
+        lr,
+        int(marks[-1]),
+        comparison.batch,
+        tuple(int(m) for m in marks),
+        keep_directions=True,
+    )
     where = np.searchsorted(marks, s1)
     loss, recovered, missed = [], [], []
-    for n2, idx in zip(comparison.readout_samples, where):
-        fit = phase_two_samples(one.record_directions[idx], teacher, jax.random.fold_in(key, 1), int(n2),
-                                comparison.ridge, batch=comparison.readout_chunk)
+    for n2, idx in zip(comparison.readout_samples, where, strict=False):
+        fit = phase_two_samples(
+            one.record_directions[idx],
+            teacher,
+            jax.random.fold_in(key, 1),
+            int(n2),
+            comparison.ridge,
+            batch=comparison.readout_chunk,
+        )
         loss.append(fit.loss)
         recovered.append(_recovered(one.overlaps[idx], comparison.threshold))
         missed.append(_missed_share(one.overlaps[idx], teacher.coefficients, comparison.threshold))
     best = np.max(np.asarray(one.overlaps, np.float64)[where] ** 2, axis=1)  # (R, P)
-    return {"loss": np.asarray(loss), "recovered": np.asarray(recovered, np.int32), "missed": np.asarray(missed),
-            "best": best}
+    return {
+        "loss": np.asarray(loss),
+        "recovered": np.asarray(recovered, np.int32),
+        "missed": np.asarray(missed),
+        "best": best,
+    }
 
 
 def compare_on_samples(comparison: SampleComparison, cache: Cache | bool | None = True) -> SampleCurves:
@@ -384,14 +406,17 @@ def compare_on_samples(comparison: SampleComparison, cache: Cache | bool | None 
     cache = Cache.resolve(cache, namespace="layerwise", version=VERSION)
     c = comparison
     steps = c.record_steps
-    config = SGDConfig(c.model, lr=c.lr, steps=c.steps, batch=c.batch, record=tuple(int(s) for s in steps),
-                       seeds=c.seeds)
+    config = SGDConfig(
+        c.model, lr=c.lr, steps=c.steps, batch=c.batch, record=tuple(int(s) for s in steps), seeds=c.seeds
+    )
     single = run_sgd(config, cache=False if cache is None else cache.directory)  # run_sgd's own namespace
-    single_rec = np.array([[_recovered(single.overlaps[s, r], c.threshold) for r in range(steps.size)]
-                           for s in range(c.seeds)], np.int32)
+    single_rec = np.array(
+        [[_recovered(single.overlaps[s, r], c.threshold) for r in range(steps.size)] for s in range(c.seeds)], np.int32
+    )
     a = c.model.teacher().coefficients
-    single_missed = np.array([[_missed_share(single.overlaps[s, r], a, c.threshold) for r in range(steps.size)]
-                              for s in range(c.seeds)])
+    single_missed = np.array(
+        [[_missed_share(single.overlaps[s, r], a, c.threshold) for r in range(steps.size)] for s in range(c.seeds)]
+    )
     layer_loss, layer_rec, layer_missed, layer_best = [], [], [], []
     for j in range(c.seeds):
         run = _SampleRun(c, c.model.seed + j)
@@ -403,9 +428,18 @@ def compare_on_samples(comparison: SampleComparison, cache: Cache | bool | None 
         layer_rec.append(arrays["recovered"])
         layer_missed.append(arrays["missed"])
         layer_best.append(arrays["best"])
-    return SampleCurves(c.batch * steps, c.batch * c.phase_one_steps, np.asarray(single.loss, np.float64),
-                        np.stack(layer_loss), single_rec, np.stack(layer_rec), single_missed, np.stack(layer_missed),
-                        np.max(np.asarray(single.overlaps, np.float64) ** 2, axis=2), np.stack(layer_best))
+    return SampleCurves(
+        c.batch * steps,
+        c.batch * c.phase_one_steps,
+        np.asarray(single.loss, np.float64),
+        np.stack(layer_loss),
+        single_rec,
+        np.stack(layer_rec),
+        single_missed,
+        np.stack(layer_missed),
+        np.max(np.asarray(single.overlaps, np.float64) ** 2, axis=2),
+        np.stack(layer_best),
+    )
 
 
 @dataclass(frozen=True)
@@ -503,7 +537,11 @@ class LayerwiseSweep:
         for s in self.seeds:
             require_int("seeds", s, 0)
         require_int("pool", self.pool, 1, why=" (the width must be >= 1)")
-        if not self.width_factors or any(not f >= 1.0 for f in self.width_factors) or list(self.width_factors) != sorted(set(self.width_factors)):
+        if (
+            not self.width_factors
+            or any(not f >= 1.0 for f in self.width_factors)
+            or list(self.width_factors) != sorted(set(self.width_factors))
+        ):
             raise ValueError(f"width_factors must be strictly increasing and >= 1, got {self.width_factors}")
         require_real("horizon_scale", self.horizon_scale, low=0.0, low_open=True)
         require_real("dt", self.dt, low=0.0, low_open=True)
@@ -511,7 +549,7 @@ class LayerwiseSweep:
         if self.model.init_norm_sq is None:
             raise ValueError("model.init_norm_sq must be set: a width sweep needs the same initial norm at every width")
 
-    def replace(self, **changes) -> "LayerwiseSweep":
+    def replace(self, **changes) -> LayerwiseSweep:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -531,8 +569,9 @@ class LayerwiseSweep:
         """The case's teacher, padded to ``padded_P`` directions with zero weights (exactly inert)."""
         a = np.zeros(self.padded_P)
         a[: case.P] = case.coefficients()
-        return make_teacher(self.model.d, self.padded_P, coefficients=a, activation=self.model.activation,
-                            dtype=self.model.dtype)
+        return make_teacher(
+            self.model.d, self.padded_P, coefficients=a, activation=self.model.activation, dtype=self.model.dtype
+        )
 
     def neurons(self, seed: int, count: int):
         """The first ``count`` initial neurons of a seed, shape (count, d).
@@ -545,8 +584,10 @@ class LayerwiseSweep:
         count = require_int("count", count, 1)
         model = self.model.replace(seed=seed)
         key = model.keys()["student"]
-        blocks = [init_student(jax.random.fold_in(key, j), BLOCK, model.d, model.init_norm_sq, model.dtype)
-                  for j in range(-(-count // BLOCK))]
+        blocks = [
+            init_student(jax.random.fold_in(key, j), BLOCK, model.d, model.init_norm_sq, model.dtype)
+            for j in range(-(-count // BLOCK))
+        ]
         return jnp.concatenate(blocks)[:count]
 
 
@@ -591,8 +632,13 @@ def _run_layerwise_case(sweep: LayerwiseSweep, case: WidthCase, cache: Cache | N
         hit = cache.load(run)
         if hit is not None:
             return hit[0]
-    teacher = make_teacher(sweep.model.d, case.P, coefficients=case.coefficients(), activation=sweep.model.activation,
-                           dtype=sweep.model.dtype)
+    teacher = make_teacher(
+        sweep.model.d,
+        case.P,
+        coefficients=case.coefficients(),
+        activation=sweep.model.activation,
+        dtype=sweep.model.dtype,
+    )
     a, act, p = case.coefficients(), teacher.activation, case.n_recover
     S = len(sweep.seeds)
     first = np.full((S, case.P), np.inf)
@@ -609,14 +655,19 @@ def _run_layerwise_case(sweep: LayerwiseSweep, case: WidthCase, cache: Cache | N
         landed.append(np.stack([landed_directions(final[s], sweep.threshold) for s in range(S)]))
         predicted.append(np.stack([predicted_winners(initial[s], a, act) for s in range(S)]))
         done += size
-    arrays = {"first_cover": first, "landed": np.concatenate(landed, axis=1).astype(np.int32),
-              "predicted": np.concatenate(predicted, axis=1).astype(np.int32)}
+    arrays = {
+        "first_cover": first,
+        "landed": np.concatenate(landed, axis=1).astype(np.int32),
+        "predicted": np.concatenate(predicted, axis=1).astype(np.int32),
+    }
     if cache is not None:
         cache.save(run, arrays)
     return arrays
 
 
-def _run_single(sweep: LayerwiseSweep, case: WidthCase, seed: int, width: int, cache: Cache | None) -> dict[str, np.ndarray]:
+def _run_single(
+    sweep: LayerwiseSweep, case: WidthCase, seed: int, width: int, cache: Cache | None
+) -> dict[str, np.ndarray]:
     run = _SingleRun(sweep.model, case, seed, width, sweep.horizon(case), sweep.dt, sweep.padded_P)
     if cache is not None:
         hit = cache.load(run)
@@ -637,8 +688,9 @@ def _run_single(sweep: LayerwiseSweep, case: WidthCase, seed: int, width: int, c
     return arrays
 
 
-def single_phase_min_width(sweep: LayerwiseSweep, case: WidthCase, seed: int,
-                           cache: Cache | bool | None = True) -> tuple[float, np.ndarray]:
+def single_phase_min_width(
+    sweep: LayerwiseSweep, case: WidthCase, seed: int, cache: Cache | bool | None = True
+) -> tuple[float, np.ndarray]:
     r"""Smallest single-phase width of the sweep's grid that recovers the top :math:`P_*` of ``case``.
 
     Runs gradient descent on the squared loss (:func:`companion.dynamics.euler_flow`, step
@@ -682,7 +734,9 @@ class LayerwiseResult(NamedTuple):
     single_landed: np.ndarray
 
 
-def run_layerwise_sweep(sweep: LayerwiseSweep, cache: Cache | bool | None = True, progress: bool = False) -> LayerwiseResult:
+def run_layerwise_sweep(
+    sweep: LayerwiseSweep, cache: Cache | bool | None = True, progress: bool = False
+) -> LayerwiseResult:
     """Run (or load from the cache) both schemes on every case and seed of a sweep.
 
     Args:
@@ -724,17 +778,29 @@ def _sweep_model(d: int) -> ModelConfig:
 #: (kappa = P), and P = 8 with beta from 0.5 to 2 (kappa from 2.8 to 64). ``paper``: the paper's
 #: teacher (d = 2048, P = 1024, h4, beta = 0.8), recovering its top P_* = 2..64 directions.
 LAYERWISE_SWEEPS: dict[str, LayerwiseSweep] = {
-    "test": LayerwiseSweep(_sweep_model(32), cases=(WidthCase(2, 1.0), WidthCase(3, 1.0), WidthCase(3, 2.0)),
-                           seeds=(0, 1), pool=1024, width_factors=(1.0, 1.5, 2.0, 3.0, 4.0), horizon_scale=3.0),
+    "test": LayerwiseSweep(
+        _sweep_model(32),
+        cases=(WidthCase(2, 1.0), WidthCase(3, 1.0), WidthCase(3, 2.0)),
+        seeds=(0, 1),
+        pool=1024,
+        width_factors=(1.0, 1.5, 2.0, 3.0, 4.0),
+        horizon_scale=3.0,
+    ),
     "book": LayerwiseSweep(
         _sweep_model(256),
         cases=(*(WidthCase(P, 1.0) for P in (4, 6, 8, 11, 16)), *(WidthCase(8, b) for b in (0.5, 1.5, 2.0))),
-        seeds=(0, 1, 2, 3, 4, 5), pool=8192, width_factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0), horizon_scale=3.0,
+        seeds=(0, 1, 2, 3, 4, 5),
+        pool=8192,
+        width_factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
+        horizon_scale=3.0,
     ),
     "paper": LayerwiseSweep(
         ModelConfig(d=2048, P=1, m=1, beta=0.8, activation="h4", init_norm_sq=1e-6),
         cases=tuple(WidthCase(1024, 0.8, p) for p in (2, 4, 8, 16, 32, 64)),
-        seeds=(0, 1, 2), pool=1 << 16, width_factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0), horizon_scale=3.0,
+        seeds=(0, 1, 2),
+        pool=1 << 16,
+        width_factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
+        horizon_scale=3.0,
     ),
 }
 
@@ -759,10 +825,20 @@ def reproduce_layerwise(preset: str, progress: bool = False) -> dict:
     """
     sweep = layerwise_sweep(preset)
     result = run_layerwise_sweep(sweep, progress=progress)
-    cases = [{"P": c.P, "beta": c.beta, "p_star": c.n_recover, "kappa": float(k), "horizon": float(h),
-              "single_phase_median_width": _jsonable([np.median(s)])[0],
-              "layerwise_median_width": _jsonable([np.median(w)])[0],
-              "single_phase_widths": _jsonable(s), "layerwise_widths": _jsonable(w)}
-             for c, k, h, s, w in zip(sweep.cases, result.kappa, result.horizon, result.single_width,
-                                      result.layerwise_width)]
+    cases = [
+        {
+            "P": c.P,
+            "beta": c.beta,
+            "p_star": c.n_recover,
+            "kappa": float(k),
+            "horizon": float(h),
+            "single_phase_median_width": _jsonable([np.median(s)])[0],
+            "layerwise_median_width": _jsonable([np.median(w)])[0],
+            "single_phase_widths": _jsonable(s),
+            "layerwise_widths": _jsonable(w),
+        }
+        for c, k, h, s, w in zip(
+            sweep.cases, result.kappa, result.horizon, result.single_width, result.layerwise_width, strict=False
+        )
+    ]
     return {"d": sweep.model.d, "seeds": list(sweep.seeds), "pool": sweep.pool, "cases": cases}

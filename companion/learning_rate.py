@@ -11,7 +11,7 @@ r"""Learning rates for online SGD: the theory's rate and the measured stability 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -46,8 +46,9 @@ STABILITY_NOTE = (
 )
 
 
-def theory_lr(model: ModelConfig, delta: float = 0.1, p_star: int | None = None, c: float | None = None,
-              batch: int = 1) -> float:
+def theory_lr(
+    model: ModelConfig, delta: float = 0.1, p_star: int | None = None, c: float | None = None, batch: int = 1
+) -> float:
     r"""The theory's learning rate :math:`\eta = c\, B\, a_{\min}\Delta^2 d^{-I}`, :math:`I = k_*/2`.
 
     The paper chooses η so that SGD escape times stay within a factor :math:`1\pm\Delta` of gradient
@@ -125,8 +126,13 @@ def divergence_time(model: ModelConfig, lr: float, batch: int = 1, horizon: floa
 
 
 def find_stability_edge(
-    model: ModelConfig, batch: int = 1, horizon: float = 50.0, factor: float = math.sqrt(2.0),
-    guess: float | None = None, seeds: int = 1, log: Callable[[str], None] | None = None,
+    model: ModelConfig,
+    batch: int = 1,
+    horizon: float = 50.0,
+    factor: float = math.sqrt(2.0),
+    guess: float | None = None,
+    seeds: int = 1,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[float, float, list[tuple[float, float]]]:
     r"""Bracket the largest stable learning rate by probing with :func:`divergence_time`.
 
@@ -145,7 +151,10 @@ def find_stability_edge(
         t = divergence_time(model, rate, batch, horizon, seeds)
         probes.append((rate, t))
         if log is not None:
-            log(f"d={model.d} m={model.m} P={model.P} B={batch} lr={rate:.4g}: " + ("stable" if math.isinf(t) else f"diverged at t={t:.3g}"))
+            log(
+                f"d={model.d} m={model.m} P={model.P} B={batch} lr={rate:.4g}: "
+                + ("stable" if math.isinf(t) else f"diverged at t={t:.3g}")
+            )
         return math.isinf(t)
 
     if probe(lr):

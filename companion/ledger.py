@@ -20,7 +20,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 
@@ -66,8 +65,15 @@ class Row:
     error: str | None = None
     tolerance: float | None = None
     chapter_verdict: str | None = None
-    verdict_words: dict = field(default_factory=lambda: {"inside": "holds", "within": "holds", "yes": "holds",
-                                                         "outside": "misses", "no": "misses"})
+    verdict_words: dict = field(
+        default_factory=lambda: {
+            "inside": "holds",
+            "within": "holds",
+            "yes": "holds",
+            "outside": "misses",
+            "no": "misses",
+        }
+    )
 
     def keys(self) -> list[str]:
         """Every glue key the row reads."""
@@ -80,79 +86,232 @@ class Row:
 #: Chapter 6 ("scaling") is being rewritten: its rows name the glue keys the rewrite is asked to
 #: provide; until it does, they evaluate to "not measured" and the test lists the missing keys.
 ROWS: tuple[Row, ...] = (
-    Row("The blow-up time T = 1/(8 a s0) predicts the full flow's escape (one neuron)", "summary + derived",
-        "03_emergence", "chapter-emergence", measured="single_T_flow", theory="single_T", rule="ratio",
-        tolerance=0.05, why="T is the leading-order blow-up; the exact single-neuron ODE crosses 1/2 a few "
+    Row(
+        "The blow-up time T = 1/(8 a s0) predicts the full flow's escape (one neuron)",
+        "summary + derived",
+        "03_emergence",
+        "chapter-emergence",
+        measured="single_T_flow",
+        theory="single_T",
+        rule="ratio",
+        tolerance=0.05,
+        why="T is the leading-order blow-up; the exact single-neuron ODE crosses 1/2 a few "
         "percent later at s0 ~ 0.01 (the chapter's table), so 5% is the size of the neglected terms",
-        scale="d = 256, P = 32, m = 64, population gradient flow (Tsit5)"),
-    Row("The loss is the staircase sum of unlearned directions (away from the steps)", "derived",
-        "03_emergence", "chapter-emergence", measured="super_median", theory="=0", rule="at_most", tolerance=0.05,
+        scale="d = 256, P = 32, m = 64, population gradient flow (Tsit5)",
+    ),
+    Row(
+        "The loss is the staircase sum of unlearned directions (away from the steps)",
+        "derived",
+        "03_emergence",
+        "chapter-emergence",
+        measured="super_median",
+        theory="=0",
+        rule="at_most",
+        tolerance=0.05,
         why="median relative deviation of the loss from the staircase sum at record times away from every "
         "escape; the sum ignores the neurons' residual norms, and 5% is the tolerance fixed before measuring",
-        scale="d = 256, P = 32, m = 64, gradient flow"),
-    Row("Emergence sharpens: relative jump window ~ 1/d (halves per doubling of d)", "derived",
-        "03_emergence", "chapter-emergence", measured="window_ratio", theory="=0.25", rule="ratio", tolerance=0.25,
+        scale="d = 256, P = 32, m = 64, gradient flow",
+    ),
+    Row(
+        "Emergence sharpens: relative jump window ~ 1/d (halves per doubling of d)",
+        "derived",
+        "03_emergence",
+        "chapter-emergence",
+        measured="window_ratio",
+        theory="=0.25",
+        rule="ratio",
+        tolerance=0.25,
         why="from d = 128 to 512 a window ~ 13 s0 falls 4x only if the winners' s0 does; their median s0 "
         "falls by a factor near 0.28 in the chapter's table (greedy winners of different directions), so "
         "25% is the size of that effect, not of the window law",
-        scale="d = 128..512, P = 32, m = 64, gradient flow"),
-    Row("Online SGD's escape-time deviation from the flow shrinks like sqrt(eta)", "derived", "05_sgd",
-        "chapter-sgd", measured="sgd_shrink", theory="=2", rule="ratio", tolerance=0.35,
+        scale="d = 128..512, P = 32, m = 64, gradient flow",
+    ),
+    Row(
+        "Online SGD's escape-time deviation from the flow shrinks like sqrt(eta)",
+        "derived",
+        "05_sgd",
+        "chapter-sgd",
+        measured="sgd_shrink",
+        theory="=2",
+        rule="ratio",
+        tolerance=0.35,
         why="three initializations x eight directions: the median deviation's own sampling error is about a "
         "third (the chapter reads it as a trend, not a fit)",
-        scale="d = 64, P = 8, m = 16, online SGD B = 1 at eta0, eta0/4"),
-    Row("Samples to escape, minimized over the learning rate, grow like d^(k*-1) = d^3", "summary + derived",
-        "05_sgd", "chapter-sgd", measured="sx_exponent", theory="=3", low="sx_lo", high="sx_hi", rule="interval",
+        scale="d = 64, P = 8, m = 16, online SGD B = 1 at eta0, eta0/4",
+    ),
+    Row(
+        "Samples to escape, minimized over the learning rate, grow like d^(k*-1) = d^3",
+        "summary + derived",
+        "05_sgd",
+        "chapter-sgd",
+        measured="sx_exponent",
+        theory="=3",
+        low="sx_lo",
+        high="sx_hi",
+        rule="interval",
         chapter_verdict="sx_within",
         why="90% bootstrap over independent students; the minimum over a rate grid is not set by the design",
-        scale="d = 16..64, one direction, 8 students of 8 neurons, online SGD B = 64, rates edge/2..edge/32"),
-    Row("Time law: L(t) ~ t^((1-2beta)/beta)", "summary + derived", "06_scaling_laws", "chapter-scaling",
-        measured="time_slope", theory="time_exp_08", error="time_tolerance", rule="within_error",
-        chapter_verdict="time_verdict", why="chapter 6's stated tolerance", scale="chapter 6's width sweep"),
-    Row("Width law: L ~ m^(1-2beta)", "summary + derived", "06_scaling_laws", "chapter-scaling",
-        measured="width_slope", theory="width_exp_08", error="width_tolerance", rule="within_error",
-        chapter_verdict="width_verdict", why="chapter 6's stated tolerance", scale="chapter 6's width sweep"),
-    Row("Compute frontier: L ~ (mt)^((1-2beta)/(1+beta)) (-1/3 at beta = 0.8)", "summary + derived",
-        "06_scaling_laws", "chapter-scaling", measured="frontier_slope", theory="compute_exp_08",
-        error="frontier_tolerance", rule="within_error", chapter_verdict="frontier_verdict",
-        why="chapter 6's stated tolerance", scale="chapter 6's width sweep"),
-    Row("Unstable rate: samples to the top direction shrink by a_P*/a_min", "derived", "07_unstable_lr",
-        "chapter-unstable", measured="gain_top1", theory="gain_pred1", rule="ratio", tolerance=0.3,
+        scale="d = 16..64, one direction, 8 students of 8 neurons, online SGD B = 64, rates edge/2..edge/32",
+    ),
+    Row(
+        "Time law: L(t) ~ t^((1-2beta)/beta)",
+        "summary + derived",
+        "06_scaling_laws",
+        "chapter-scaling",
+        measured="time_slope",
+        theory="time_exp_08",
+        error="time_tolerance",
+        rule="within_error",
+        chapter_verdict="time_verdict",
+        why="chapter 6's stated tolerance",
+        scale="chapter 6's width sweep",
+    ),
+    Row(
+        "Width law: L ~ m^(1-2beta)",
+        "summary + derived",
+        "06_scaling_laws",
+        "chapter-scaling",
+        measured="width_slope",
+        theory="width_exp_08",
+        error="width_tolerance",
+        rule="within_error",
+        chapter_verdict="width_verdict",
+        why="chapter 6's stated tolerance",
+        scale="chapter 6's width sweep",
+    ),
+    Row(
+        "Compute frontier: L ~ (mt)^((1-2beta)/(1+beta)) (-1/3 at beta = 0.8)",
+        "summary + derived",
+        "06_scaling_laws",
+        "chapter-scaling",
+        measured="frontier_slope",
+        theory="compute_exp_08",
+        error="frontier_tolerance",
+        rule="within_error",
+        chapter_verdict="frontier_verdict",
+        why="chapter 6's stated tolerance",
+        scale="chapter 6's width sweep",
+    ),
+    Row(
+        "Unstable rate: samples to the top direction shrink by a_P*/a_min",
+        "derived",
+        "07_unstable_lr",
+        "chapter-unstable",
+        measured="gain_top1",
+        theory="gain_pred1",
+        rule="ratio",
+        tolerance=0.3,
         why="both runs scatter around the flow's escape time by tens of percent at these rates (measured in "
-        "the chapter)", scale="d = 32, P = 16, m = 32, online SGD B = 32, 8 streams"),
-    Row("Tracking deviation grows like sqrt(overdrive): exponent 1/2", "derived", "07_unstable_lr",
-        "chapter-unstable", measured="dev_slope", theory="=0.5", low="dev_lo", high="dev_hi", rule="interval",
-        chapter_verdict="dev_within", why="90% bootstrap over the bins; every escape counted",
-        scale="d = 32, P = 16, m = 32, online SGD B = 32, 8 streams"),
-    Row("Fixed rate: loss ~ n^((1-2beta)/beta)", "summary + derived", "07_unstable_lr", "chapter-unstable",
-        measured="fixed_slope", theory="time_exp", low="fixed_lo", high="fixed_hi", rule="interval",
-        chapter_verdict="fixed_verdict", why="90% bootstrap over the points (understates correlated errors)",
-        scale="d = 32, P = 16, m = 32, online SGD B = 32, stable rule"),
-    Row("Unstable rule: loss ~ n^((1-2beta)/(2beta)) (Gaussian-sequence minimax)", "summary + derived",
-        "07_unstable_lr", "chapter-unstable", measured="rule_slope", theory="unstable_exp", low="rule_lo",
-        high="rule_hi", rule="interval", chapter_verdict="rule_verdict",
+        "the chapter)",
+        scale="d = 32, P = 16, m = 32, online SGD B = 32, 8 streams",
+    ),
+    Row(
+        "Tracking deviation grows like sqrt(overdrive): exponent 1/2",
+        "derived",
+        "07_unstable_lr",
+        "chapter-unstable",
+        measured="dev_slope",
+        theory="=0.5",
+        low="dev_lo",
+        high="dev_hi",
+        rule="interval",
+        chapter_verdict="dev_within",
+        why="90% bootstrap over the bins; every escape counted",
+        scale="d = 32, P = 16, m = 32, online SGD B = 32, 8 streams",
+    ),
+    Row(
+        "Fixed rate: loss ~ n^((1-2beta)/beta)",
+        "summary + derived",
+        "07_unstable_lr",
+        "chapter-unstable",
+        measured="fixed_slope",
+        theory="time_exp",
+        low="fixed_lo",
+        high="fixed_hi",
+        rule="interval",
+        chapter_verdict="fixed_verdict",
+        why="90% bootstrap over the points (understates correlated errors)",
+        scale="d = 32, P = 16, m = 32, online SGD B = 32, stable rule",
+    ),
+    Row(
+        "Unstable rule: loss ~ n^((1-2beta)/(2beta)) (Gaussian-sequence minimax)",
+        "summary + derived",
+        "07_unstable_lr",
+        "chapter-unstable",
+        measured="rule_slope",
+        theory="unstable_exp",
+        low="rule_lo",
+        high="rule_hi",
+        rule="interval",
+        chapter_verdict="rule_verdict",
         why="90% bootstrap over four points: wide, and the points' x are set by the rule",
-        scale="d = 32, P = 16, m = 32, online SGD B = 32, P* = 1..8"),
-    Row("Envelope over rates: loss ~ n^((1-2beta)/(2beta))", "derived", "07_unstable_lr", "chapter-unstable",
-        measured="env_slope", theory="unstable_exp", low="env_lo", high="env_hi", rule="interval",
-        chapter_verdict="env_vs_unstable", why="90% bootstrap over the envelope's points in a window fixed in "
-        "advance", scale="d = 32, P = 16, m = 32, online SGD B = 32, best of 5 rates"),
-    Row("Label noise: loss floor eta sigma^2 d / B sum a_p (sigma_eps = 1)", "derived", "09_assumptions",
-        "chapter-assumptions", measured="floor_meas_1", theory="floor_pred_1", rule="ratio", tolerance=0.5,
+        scale="d = 32, P = 16, m = 32, online SGD B = 32, P* = 1..8",
+    ),
+    Row(
+        "Envelope over rates: loss ~ n^((1-2beta)/(2beta))",
+        "derived",
+        "07_unstable_lr",
+        "chapter-unstable",
+        measured="env_slope",
+        theory="unstable_exp",
+        low="env_lo",
+        high="env_hi",
+        rule="interval",
+        chapter_verdict="env_vs_unstable",
+        why="90% bootstrap over the envelope's points in a window fixed in advance",
+        scale="d = 32, P = 16, m = 32, online SGD B = 32, best of 5 rates",
+    ),
+    Row(
+        "Label noise: loss floor eta sigma^2 d / B sum a_p (sigma_eps = 1)",
+        "derived",
+        "09_assumptions",
+        "chapter-assumptions",
+        measured="floor_meas_1",
+        theory="floor_pred_1",
+        rule="ratio",
+        tolerance=0.5,
         why="a linearized leading-order estimate: an order-one factor is expected (the chapter says so)",
-        scale="d = 64, online SGD B = 16, half the stability edge, 2 seeds"),
-    Row("Envelope over rates vs the fixed-rate exponent (1-2beta)/beta", "derived", "07_unstable_lr",
-        "chapter-unstable", measured="env_slope", theory="time_exp", low="env_lo", high="env_hi", rule="interval",
-        chapter_verdict="env_vs_time", why="the same envelope fit; tells which of the two laws the best rate "
-        "of the grid follows", scale="d = 32, P = 16, m = 32, online SGD B = 32, best of 5 rates"),
-    Row("Time law with h4 (chapter 9's own small teacher)", "summary + derived", "09_assumptions",
-        "chapter-assumptions", measured="exp_h4", theory="theory_time_exp", rule="ratio", tolerance=0.1,
+        scale="d = 64, online SGD B = 16, half the stability edge, 2 seeds",
+    ),
+    Row(
+        "Envelope over rates vs the fixed-rate exponent (1-2beta)/beta",
+        "derived",
+        "07_unstable_lr",
+        "chapter-unstable",
+        measured="env_slope",
+        theory="time_exp",
+        low="env_lo",
+        high="env_hi",
+        rule="interval",
+        chapter_verdict="env_vs_time",
+        why="the same envelope fit; tells which of the two laws the best rate of the grid follows",
+        scale="d = 32, P = 16, m = 32, online SGD B = 32, best of 5 rates",
+    ),
+    Row(
+        "Time law with h4 (chapter 9's own small teacher)",
+        "summary + derived",
+        "09_assumptions",
+        "chapter-assumptions",
+        measured="exp_h4",
+        theory="theory_time_exp",
+        rule="ratio",
+        tolerance=0.1,
         why="10% of the exponent, about the seed spread chapter 9 prints for this fit (it does not glue the "
-        "spread; the row should use it once it does)", scale="chapter 9's activation experiment, gradient flow"),
-    Row("Noiseless SGD control of the label-noise experiment follows the time law", "summary + derived",
-        "09_assumptions", "chapter-assumptions", measured="noise_exp_0", theory="theory_time_exp", rule="ratio",
-        tolerance=0.1, why="the same 10% as the flow's fit; the chapter reports the miss and that its cause "
-        "was not measured", scale="chapter 9's label-noise experiment, online SGD B = 16, half the edge"),
+        "spread; the row should use it once it does)",
+        scale="chapter 9's activation experiment, gradient flow",
+    ),
+    Row(
+        "Noiseless SGD control of the label-noise experiment follows the time law",
+        "summary + derived",
+        "09_assumptions",
+        "chapter-assumptions",
+        measured="noise_exp_0",
+        theory="theory_time_exp",
+        rule="ratio",
+        tolerance=0.1,
+        why="the same 10% as the flow's fit; the chapter reports the miss and that its cause was not measured",
+        scale="chapter 9's label-noise experiment, online SGD B = 16, half the edge",
+    ),
 )
 
 
@@ -207,7 +366,10 @@ class Entry:
 def evaluate(row: Row, values: dict[str, str]) -> Entry:
     """Evaluate one row against the glue of its chapter (``values``, from :func:`glued`)."""
     missing = tuple(k for k in row.keys() if k not in values)
-    get: Callable[[str | None], float | None] = lambda k: None if k is None or k not in values else number(values[k])
+
+    def get(k: str | None) -> float | None:
+        return None if k is None or k not in values else number(values[k])
+
     theory = float(row.theory[1:]) if row.theory.startswith("=") else get(row.theory)
     measured, low, high, error = get(row.measured), get(row.low), get(row.high), get(row.error)
     chapter = values.get(row.chapter_verdict) if row.chapter_verdict else None
@@ -263,6 +425,16 @@ def table_rows(entries: list[Entry]) -> list[list[str]]:
         elif e.error is not None:
             measured += f" ± {show(e.error)}"
         link = f"[{e.row.chapter}]({e.row.chapter}.md)"
-        out.append([e.row.claim, e.row.source, show(e.theory), measured, e.row.scale,
-                    f"{tolerance_text(e)}: {e.row.why}", e.verdict, link])
+        out.append(
+            [
+                e.row.claim,
+                e.row.source,
+                show(e.theory),
+                measured,
+                e.row.scale,
+                f"{tolerance_text(e)}: {e.row.why}",
+                e.verdict,
+                link,
+            ]
+        )
     return out

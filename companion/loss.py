@@ -15,8 +15,8 @@ Cost: two matrix products, :math:`O(m d (m + P))`, plus entrywise polynomials.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from companion._validate import require_int
-from companion.student import norms_sq, student_output, unit_directions
 from companion.hermite import Activation
+from companion.student import norms_sq, student_output, unit_directions
 from companion.teacher import Teacher
 
 
@@ -109,7 +109,9 @@ def population_loss(V: Float[Array, "m d"], teacher: Teacher) -> Float[Array, ""
     # <A_i, Δ_k>: exact identities where A_i = ±u_k
     same = jnp.arange(2 * P)[:, None] == anchor[None, :]
     opposite = jnp.arange(2 * P)[:, None] == ((anchor + P) % (2 * P))[None, :]
-    eps = jnp.where(same, -half_sq[None, :], jnp.where(opposite, half_sq[None, :], jnp.concatenate([star_delta, -star_delta])))  # (2P, m)
+    eps = jnp.where(
+        same, -half_sq[None, :], jnp.where(opposite, half_sq[None, :], jnp.concatenate([star_delta, -star_delta]))
+    )  # (2P, m)
     X = _increment(s2, gram_A[:, anchor], eps)
     # <u_k, Δ_l> = alpha (k, l), <Δ_k, u_l> = beta (k, l) = alpha (l, k)
     same_kl = anchor[:, None] == anchor[None, :]
@@ -162,7 +164,6 @@ def _batch_moments(key, V, teacher: Teacher, n: int):
     r = teacher(x) - student_output(V, x, teacher.activation)
     half_sq = 0.5 * r.astype(jnp.float64) ** 2
     return jnp.sum(half_sq), jnp.sum(half_sq**2)
-
 
 
 def monte_carlo_loss(

@@ -38,7 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from companion._core import cast_teacher, check_record, counter_dtype, drive, is_axes, record_dtype, record_steps, summary
+from companion._core import (
+    cast_teacher,
+    check_record,
+    counter_dtype,
+    drive,
+    is_axes,
+    record_dtype,
+    record_steps,
+    summary,
+)
 from companion._core import draw as _core_draw
 from companion._validate import require_int, require_real
 from companion.cache import Cache
@@ -72,9 +81,16 @@ def teacher_for(model: ModelConfig, correlation: float | None = None) -> Teacher
         if correlation is None:
             return model.teacher()
         key = model.keys()["teacher"] if model.teacher_directions == "random" else None
-        return make_teacher(model.d, model.P, beta=model.beta, activation=model.activation, directions="correlated",
-                            correlation=correlation, key=key, dtype=model.dtype)
-
+        return make_teacher(
+            model.d,
+            model.P,
+            beta=model.beta,
+            activation=model.activation,
+            directions="correlated",
+            correlation=correlation,
+            key=key,
+            dtype=model.dtype,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,8 +154,9 @@ class OptimConfig:
             raise ValueError(f"model must be a companion.config.ModelConfig, got {type(self.model).__name__}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        object.__setattr__(self, "lr", require_real("lr", self.lr, low=0.0, low_open=True,
-                                                    why=" (the learning rate must be positive)"))
+        object.__setattr__(
+            self, "lr", require_real("lr", self.lr, low=0.0, low_open=True, why=" (the learning rate must be positive)")
+        )
         object.__setattr__(self, "steps", require_int("steps", self.steps, 1))
         object.__setattr__(self, "batch", require_int("batch", self.batch, 1))
         object.__setattr__(self, "label_noise", require_real("label_noise", self.label_noise, low=0.0))
@@ -148,11 +165,13 @@ class OptimConfig:
         object.__setattr__(self, "options", options)
         make_optimizer(self.optimizer, self.lr, **dict(options))  # unknown options raise here
         if self.max_norm_sq is not None:
-            object.__setattr__(self, "max_norm_sq", require_real("max_norm_sq", self.max_norm_sq, low=0.0, low_open=True))
+            object.__setattr__(
+                self, "max_norm_sq", require_real("max_norm_sq", self.max_norm_sq, low=0.0, low_open=True)
+            )
         if self.correlation is not None:
             object.__setattr__(self, "correlation", require_real("correlation", self.correlation))
 
-    def replace(self, **changes) -> "OptimConfig":
+    def replace(self, **changes) -> OptimConfig:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -188,8 +207,11 @@ class OptimResult(NamedTuple):
 
     def escape_samples(self, threshold: float = 0.5) -> np.ndarray:
         r"""Samples at which :math:`\max_k\bar v_{k,p}^2` first reaches ``threshold`` (log-interpolated), shape (P,)."""
-        return crossing_time(np.maximum(self.samples, 1).astype(np.float64),
-                             np.max(self.overlaps.astype(np.float64) ** 2, axis=1), threshold)
+        return crossing_time(
+            np.maximum(self.samples, 1).astype(np.float64),
+            np.max(self.overlaps.astype(np.float64) ** 2, axis=1),
+            threshold,
+        )
 
 
 def draw(key: jax.Array, step, teacher: Teacher, batch: int, label_noise: float = 0.0):
@@ -262,13 +284,23 @@ def _divergence(config: OptimConfig, bound: float, bad: int, partial_result) -> 
         f"{config.optimizer} diverged at step {bad} (lr = {config.lr:.4g}, batch = {config.batch}, "
         f"d = {config.model.d}): max ||v_k||^2 became non-finite or exceeded {bound:.3g}; "
         "lower the learning rate (for SGD, companion.sgd.stable_lr gives a measured safe one) or "
-        "raise the batch size", bad, config.lr, partial_result)
+        "raise the batch size",
+        bad,
+        config.lr,
+        partial_result,
+    )
 
 
 def _result(records, V, batch: int) -> OptimResult:
     steps = np.asarray(records["steps"], np.int64)
-    return OptimResult(steps, steps * batch, np.asarray(records["loss"], np.float64),
-                       np.stack(records["overlaps"]), np.stack(records["norms_sq"]), np.asarray(V))
+    return OptimResult(
+        steps,
+        steps * batch,
+        np.asarray(records["loss"], np.float64),
+        np.stack(records["overlaps"]),
+        np.stack(records["norms_sq"]),
+        np.asarray(V),
+    )
 
 
 def train(config: OptimConfig, cache=True, progress: bool = False, chunk_seconds: float = 2.0) -> OptimResult:
@@ -294,22 +326,39 @@ def train(config: OptimConfig, cache=True, progress: bool = False, chunk_seconds
         hit = store.load(config)
         if hit is not None:
             arr = hit[0]
-            return OptimResult(arr["steps"], arr["samples"], arr["loss"], arr["overlaps"], arr["norms_sq"],
-                               arr["final_state"], cached=True)
+            return OptimResult(
+                arr["steps"],
+                arr["samples"],
+                arr["loss"],
+                arr["overlaps"],
+                arr["norms_sq"],
+                arr["final_state"],
+                cached=True,
+            )
     V = config.model.student()
     teacher = cast_teacher(config.teacher(), V.dtype)
     key = config.model.keys()["data"]
     optimizer = _Optimizer(config.optimizer, config.options)
     bound = default_norm_bound(V, teacher) if config.max_norm_sq is None else config.max_norm_sq
     traced = (jnp.asarray(config.lr, V.dtype), jnp.asarray(bound, V.dtype), jnp.asarray(config.label_noise, V.dtype))
-    static = dict(optimizer=optimizer, batch=config.batch, axes=is_axes(teacher), noisy=config.label_noise > 0.0)
-    run = _Run(V, make_optimizer(config.optimizer, config.lr, **dict(config.options)).init(V),
-               jnp.zeros((), counter_dtype()), jnp.asarray(-1, counter_dtype()))
+    static = {
+        "optimizer": optimizer,
+        "batch": config.batch,
+        "axes": is_axes(teacher),
+        "noisy": config.label_noise > 0.0,
+    }
+    run = _Run(
+        V,
+        make_optimizer(config.optimizer, config.lr, **dict(config.options)).init(V),
+        jnp.zeros((), counter_dtype()),
+        jnp.asarray(-1, counter_dtype()),
+    )
     records = {"steps": [], "loss": [], "overlaps": [], "norms_sq": []}
 
     def advance(run: _Run, n: int) -> _Run:
-        V, state, t, bad = _segment(run.V, run.opt_state, key, teacher, run.step, jnp.asarray(n, run.step.dtype),
-                                    *traced, **static)
+        V, state, t, bad = _segment(
+            run.V, run.opt_state, key, teacher, run.step, jnp.asarray(n, run.step.dtype), *traced, **static
+        )
         return _Run(V, state, t, bad)
 
     def record(run: _Run):
@@ -321,10 +370,16 @@ def train(config: OptimConfig, cache=True, progress: bool = False, chunk_seconds
 
     def check(run: _Run, wall: float):
         if int(run.bad) >= 0:
-            raise _divergence(config, float(bound), int(run.bad), _result(records, run.V, config.batch) if records["steps"] else None)
+            raise _divergence(
+                config, float(bound), int(run.bad), _result(records, run.V, config.batch) if records["steps"] else None
+            )
         if records["loss"] and not np.isfinite(records["loss"][-1]):
-            raise OptimDivergenceError(f"{config.optimizer}: the population loss became non-finite",
-                                       records["steps"][-1], config.lr, _result(records, run.V, config.batch))
+            raise OptimDivergenceError(
+                f"{config.optimizer}: the population loss became non-finite",
+                records["steps"][-1],
+                config.lr,
+                _result(records, run.V, config.batch),
+            )
 
     bar = None
     if progress:
@@ -332,8 +387,16 @@ def train(config: OptimConfig, cache=True, progress: bool = False, chunk_seconds
 
         bar = tqdm(total=config.steps, desc=f"{config.optimizer} B={config.batch}", unit="step")
     try:
-        run, _ = drive(run, config.record_steps, step_of=lambda r: int(r.step), advance=advance, record=record,
-                       check=check, chunk_seconds=chunk_seconds, bar=bar)
+        run, _ = drive(
+            run,
+            config.record_steps,
+            step_of=lambda r: int(r.step),
+            advance=advance,
+            record=record,
+            check=check,
+            chunk_seconds=chunk_seconds,
+            bar=bar,
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -43,14 +43,13 @@ direction on its own winner's rivals. Cost: :math:`O(\min(m,P)\,mP)` for the sel
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from companion._validate import require_int, require_real
+from companion._validate import require_int
 from companion.config import ModelConfig
 
 #: Rescaled time step and span of the settle integration (:math:`\tau = a_q t`).
@@ -90,10 +89,16 @@ def _overlap_path(tau_span: float = _TAU_SPAN, h: float = _TAU_STEP):
     n = int(round(tau_span / h)) + 1
     s = np.empty(n)
     s[0] = 0.5
-    f = lambda x: 8.0 * x * x * (1.0 - x)
+
+    def f(x):
+        return 8.0 * x * x * (1.0 - x)
+
     x = 0.5
     for i in range(1, n):
-        k1 = f(x); k2 = f(x + h / 2 * k1); k3 = f(x + h / 2 * k2); k4 = f(x + h * k3)
+        k1 = f(x)
+        k2 = f(x + h / 2 * k1)
+        k3 = f(x + h / 2 * k2)
+        k4 = f(x + h * k3)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         s[i] = x
     tau = np.arange(n) * h
@@ -159,7 +164,9 @@ def predict_from_init(V0, teacher, refined: bool = True, resolution: int = 400) 
 
     activation = teacher.activation
     if activation.information_exponent != 4:
-        raise ValueError(f"teacher.activation: the settle is derived for information exponent 4 (h4), got {activation.information_exponent}")
+        raise ValueError(
+            f"teacher.activation: the settle is derived for information exponent 4 (h4), got {activation.information_exponent}"
+        )
     resolution = require_int("resolution", resolution, 10)
     C0 = np.asarray(overlaps(V0, teacher), dtype=np.float64)
     W0 = np.asarray(norms_sq(V0), dtype=np.float64)
@@ -176,8 +183,9 @@ def predict_from_init(V0, teacher, refined: bool = True, resolution: int = 400) 
         rest = np.setdiff1d(np.arange(P), q)
         C_pad = np.concatenate([C0[k], np.eye(P)[rest]])
         W_pad = np.concatenate([W0[k], np.full(rest.size, 1e-12)])
-        esc = refined_escape_times(C_pad, W_pad, a, activation, np.arange(P), np.concatenate([q, rest]),
-                                   resolution=resolution)[:n]
+        esc = refined_escape_times(
+            C_pad, W_pad, a, activation, np.arange(P), np.concatenate([q, rest]), resolution=resolution
+        )[:n]
         # A winner whose refined flow does not reach the escape within its cap (a close rival
         # direction pulls it away; rare, and rarer as d grows) falls back on its leading-order time
         # times the median refined/leading ratio of the others.
@@ -264,8 +272,16 @@ def run_prediction(run: PredictionRun, cache=None) -> Prediction:
         hit = cache.load(run)
         if hit is not None:
             arrays = hit[0]
-            return Prediction(arrays["coefficients"], arrays["escapes"], arrays["learned"], arrays["winners"],
-                              arrays["escape_norms"], arrays["leading"], arrays["fallback"].astype(bool), run.model.m)
+            return Prediction(
+                arrays["coefficients"],
+                arrays["escapes"],
+                arrays["learned"],
+                arrays["winners"],
+                arrays["escape_norms"],
+                arrays["leading"],
+                arrays["fallback"].astype(bool),
+                run.model.m,
+            )
     pred = predict(run.model, refined=run.refined, resolution=run.resolution)
     if cache is not None:
         cache.save(run, {name: np.asarray(getattr(pred, name)) for name in Prediction._fields if name != "m"})
@@ -287,8 +303,16 @@ class PredictedSweep(NamedTuple):
     seeds: np.ndarray
 
 
-def predict_sweep(model: ModelConfig, widths, seeds, times, shape: str = "step", refined: bool = True,
-                  resolution: int = 400, cache=True) -> PredictedSweep:
+def predict_sweep(
+    model: ModelConfig,
+    widths,
+    seeds,
+    times,
+    shape: str = "step",
+    refined: bool = True,
+    resolution: int = 400,
+    cache=True,
+) -> PredictedSweep:
     """:func:`predict` for every width and seed (the initializations a width sweep would train).
 
     ``cache``: a :class:`companion.cache.Cache`, True for the default one, or False/None.
@@ -326,8 +350,17 @@ def plateau_ratio(loss_final, coefficients, widths) -> np.ndarray:
     return np.asarray(loss_final, dtype=np.float64) / ideal
 
 
-def predicted_exponents(model: ModelConfig, widths, seeds, horizon: float | None = None, records: int = 300,
-                        shape: str = "step", refined: bool = True, resolution: int = 400, cache=True) -> dict:
+def predicted_exponents(
+    model: ModelConfig,
+    widths,
+    seeds,
+    horizon: float | None = None,
+    records: int = 300,
+    shape: str = "step",
+    refined: bool = True,
+    resolution: int = 400,
+    cache=True,
+) -> dict:
     r"""Predicted time, width and frontier exponents of a width sweep, fitted exactly as the measured
     ones (:func:`companion.frontier.fit_exponents`).
 
@@ -341,22 +374,29 @@ def predicted_exponents(model: ModelConfig, widths, seeds, horizon: float | None
 
     widths = tuple(widths)
     store = Cache.resolve(cache, namespace="prediction", version=VERSION)
-    preds = [[run_prediction(PredictionRun(model.replace(m=m, seed=s), refined, resolution), store) for m in widths]
-             for s in seeds]
+    preds = [
+        [run_prediction(PredictionRun(model.replace(m=m, seed=s), refined, resolution), store) for m in widths]
+        for s in seeds
+    ]
     if horizon is None:
         horizon = float(max(np.max(p[-1].learned[np.isfinite(p[-1].learned)]) for p in preds))
     t = log_times(horizon, records, t_min=horizon / 5000.0)
     loss = np.array([[predicted_loss(p, t, shape) for p in row] for row in preds])
     escapes = np.array([[p.escapes for p in row] for row in preds])
     fits = fit_exponents(t, loss, escapes, np.asarray(widths), model.P, model.beta)
-    return {"time": fits.time.tolist(), "width": fits.width.tolist(), "frontier": fits.frontier.tolist(),
-            "horizon": horizon, "fallbacks": int(sum(p.fallback.sum() for row in preds for p in row))}
+    return {
+        "time": fits.time.tolist(),
+        "width": fits.width.tolist(),
+        "frontier": fits.frontier.tolist(),
+        "horizon": horizon,
+        "fallbacks": int(sum(p.fallback.sum() for row in preds for p in row)),
+    }
 
 
 #: Scales of :func:`prediction_scale_scan`: (d, P = d/2, widths P/16 ... 2P by factors of 2).
 SCALE_SCAN = {
-    "test": dict(ds=(32, 64), seeds=(0,)),
-    "medium": dict(ds=(256, 512, 1024, 2048), seeds=(0, 1, 2)),
+    "test": {"ds": (32, 64), "seeds": (0,)},
+    "medium": {"ds": (256, 512, 1024, 2048), "seeds": (0, 1, 2)},
 }
 
 
@@ -378,6 +418,14 @@ def prediction_scale_scan(preset: str = "medium", refined: bool = False, progres
         model = ModelConfig(d=d, P=P, m=1)
         if progress:
             print(f"d = {d}, P = {P}, widths {widths}", flush=True)
-        rows.append({"d": d, "P": P, "widths": widths, "seeds": spec["seeds"], "refined": refined,
-                     **predicted_exponents(model, widths, spec["seeds"], refined=refined)})
+        rows.append(
+            {
+                "d": d,
+                "P": P,
+                "widths": widths,
+                "seeds": spec["seeds"],
+                "refined": refined,
+                **predicted_exponents(model, widths, spec["seeds"], refined=refined),
+            }
+        )
     return {"experiment": "prediction_scale", "preset": preset, "beta": 0.8, "rows": rows}

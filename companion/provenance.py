@@ -23,8 +23,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,9 +60,12 @@ def provenance(command: str, preset: str, wall_time_s: float) -> dict[str, Any]:
         "dirty": bool(status) if status is not None else None,
         "preset": preset,
         "wall_time_s": round(float(wall_time_s), 1),
-        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count()},
+        "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
         "python": platform.python_version(),
         "jax_backend": jax.default_backend(),
         "jax_version": jax.__version__,
@@ -108,8 +112,12 @@ def _width_sweep_summary(preset: str, progress: bool) -> dict:
 
     sweep = width_sweep(preset)
     result = run_width_sweep(sweep, progress=progress)
-    return {"experiment": "width_sweep", "method": "gradient descent on the population loss", "sweep": sweep,
-            **result._asdict()}
+    return {
+        "experiment": "width_sweep",
+        "method": "gradient descent on the population loss",
+        "sweep": sweep,
+        **result._asdict(),
+    }
 
 
 def _width_sweep_sgd_summary(preset: str, progress: bool) -> dict:
@@ -143,7 +151,8 @@ def main(argv=None) -> int:
         print(f"unknown experiment {args.experiment!r}; known: {sorted(SUMMARIES)}", file=sys.stderr)
         return 2
     command = "JAX_PLATFORMS=cpu python -m companion.provenance " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     start = time.perf_counter()
     summary = SUMMARIES[args.experiment](args.preset, args.progress)
     prov = provenance(command, args.preset, time.perf_counter() - start)

@@ -18,8 +18,9 @@ Adding an experiment is one line in :data:`EXPERIMENTS`, e.g.::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 def _resolve(reference: str) -> Any:
@@ -60,18 +61,42 @@ class Experiment:
         return runner(self.check_preset(preset), progress)
 
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("width_sweep", "width sweep of the scaling-law chapter (loss against time, width, compute)",
-               "companion.experiments:reproduce_width_sweep", "companion.experiments:WIDTH_SWEEPS"),
-    Experiment("unstable_lr", "online SGD at eta ~ a_P* against eta ~ a_min, one initialization "
-               "(unstable-learning-rate chapter)", "companion.unstable:reproduce_unstable",
-               "companion.unstable:UNSTABLE_PRESETS"),
-    Experiment("layerwise", "width to recover the top P* directions, single-phase vs layer-wise training",
-               "companion.layerwise:reproduce_layerwise", "companion.layerwise:LAYERWISE_SWEEPS"),
-    Experiment("assumptions", "experiments of the chapter 'Where the assumptions break' (activations, "
-               "correlated directions, minibatches and Adam, label noise)",
-               "companion.assumptions:reproduce_assumptions", "companion.assumptions:PRESETS"),
-)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            "width_sweep",
+            "width sweep of the scaling-law chapter (loss against time, width, compute)",
+            "companion.experiments:reproduce_width_sweep",
+            "companion.experiments:WIDTH_SWEEPS",
+        ),
+        Experiment(
+            "width_sweep_sgd",
+            "the same width sweep trained by online SGD, the paper's algorithm (scaling-law chapter)",
+            "companion.frontier:reproduce_width_sweep_sgd",
+            "companion.frontier:SGD_WIDTH_SWEEPS",
+        ),
+        Experiment(
+            "unstable_lr",
+            "online SGD at eta ~ a_P* against eta ~ a_min, one initialization (unstable-learning-rate chapter)",
+            "companion.unstable:reproduce_unstable",
+            "companion.unstable:UNSTABLE_PRESETS",
+        ),
+        Experiment(
+            "layerwise",
+            "width to recover the top P* directions, single-phase vs layer-wise training",
+            "companion.layerwise:reproduce_layerwise",
+            "companion.layerwise:LAYERWISE_SWEEPS",
+        ),
+        Experiment(
+            "assumptions",
+            "experiments of the chapter 'Where the assumptions break' (activations, "
+            "correlated directions, minibatches and Adam, label noise)",
+            "companion.assumptions:reproduce_assumptions",
+            "companion.assumptions:PRESETS",
+        ),
+    )
+}
 
 
 def get_experiment(name: str) -> Experiment:

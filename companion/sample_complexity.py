@@ -71,10 +71,10 @@ class EscapeSweep:
 
     def __post_init__(self):
         dims = tuple(require_int("dims", d, 8) for d in self.dims)
-        if len(dims) < 2 or any(b <= a for a, b in zip(dims, dims[1:])):
+        if len(dims) < 2 or any(b <= a for a, b in zip(dims, dims[1:], strict=False)):
             raise ValueError(f"dims must be at least two strictly increasing ints >= 8, got {self.dims}")
         fractions = tuple(require_real("fractions", f, low=0.0, low_open=True, high=1.0) for f in self.fractions)
-        if not fractions or any(b >= a for a, b in zip(fractions, fractions[1:])):
+        if not fractions or any(b >= a for a, b in zip(fractions, fractions[1:], strict=False)):
             raise ValueError(f"fractions must be strictly decreasing in (0, 1], got {self.fractions}")
         object.__setattr__(self, "dims", dims)
         object.__setattr__(self, "fractions", fractions)
@@ -87,7 +87,7 @@ class EscapeSweep:
         require_int("records", self.records, 10)
         require_int("key", self.key, 0)
 
-    def replace(self, **changes) -> "EscapeSweep":
+    def replace(self, **changes) -> EscapeSweep:
         return dataclasses.replace(self, **changes)
 
     def lr(self, d: int, fraction: float) -> float:
@@ -209,8 +209,11 @@ def run_escape_sweep(sweep: EscapeSweep, cache: Cache | bool | None = True) -> E
     for i, d in enumerate(sweep.dims):
         for j, f in enumerate(sweep.fractions):
             # keyed by what the runs at (d, rate) depend on, not by the rest of the grid
-            entry = {**{k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("dims", "fractions")},
-                     "d": d, "fraction": f}
+            entry = {
+                **{k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("dims", "fractions")},
+                "d": d,
+                "fraction": f,
+            }
             hit = store.load(entry) if store is not None else None
             if hit is not None:
                 out[i, j] = hit[0]["samples"]

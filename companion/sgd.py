@@ -77,10 +77,29 @@ from companion.learning_rate import (
 from companion.loss import minibatch_gradient, minibatch_loss, sgd_step
 
 __all__ = [
-    "EDGE_C", "ENGINE_VERSION", "STABILITY_NOTE", "THEORY_LR_CONSTANT", "THEORY_LR_NOTE", "SGDConfig",
-    "SGDDivergenceError", "SGDResult", "SGDState", "auto_block", "build", "default_vectorize",
-    "divergence_time", "find_stability_edge", "log_steps", "minibatch_gradient", "minibatch_loss", "run_sgd",
-    "sgd_step", "simulate", "stability_edge", "stable_lr", "theory_lr",
+    "EDGE_C",
+    "ENGINE_VERSION",
+    "STABILITY_NOTE",
+    "THEORY_LR_CONSTANT",
+    "THEORY_LR_NOTE",
+    "SGDConfig",
+    "SGDDivergenceError",
+    "SGDResult",
+    "SGDState",
+    "auto_block",
+    "build",
+    "default_vectorize",
+    "divergence_time",
+    "find_stability_edge",
+    "log_steps",
+    "minibatch_gradient",
+    "minibatch_loss",
+    "run_sgd",
+    "sgd_step",
+    "simulate",
+    "stability_edge",
+    "stable_lr",
+    "theory_lr",
 ]
 
 #: Bump when the engine's arithmetic or random stream changes: it is part of every cache key.
@@ -134,10 +153,23 @@ def run_sgd(
     resume = load_partial(store, config) if store is not None else None
     checkpoint = None if store is None else partial(save_partial, store, config)
     result = simulate(
-        teachers, V0, keys, config.lr, config.record_steps, batch=config.batch, label_noise=config.label_noise,
-        block=config.block_steps, max_norm_sq=config.max_norm_sq, vectorize=vectorize, devices=devices,
-        progress=progress, chunk_seconds=chunk_seconds, checkpoint=checkpoint,
-        checkpoint_seconds=checkpoint_seconds, resume=resume, config=config,
+        teachers,
+        V0,
+        keys,
+        config.lr,
+        config.record_steps,
+        batch=config.batch,
+        label_noise=config.label_noise,
+        block=config.block_steps,
+        max_norm_sq=config.max_norm_sq,
+        vectorize=vectorize,
+        devices=devices,
+        progress=progress,
+        chunk_seconds=chunk_seconds,
+        checkpoint=checkpoint,
+        checkpoint_seconds=checkpoint_seconds,
+        resume=resume,
+        config=config,
     )
     if store is not None:
         save_result(store, config, result)

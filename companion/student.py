@@ -30,13 +30,12 @@ def check_norm_sq(name: str, norm_sq: float, m: int, dtype) -> float:
     if not low <= norm_sq <= high:
         raise ValueError(
             f"{name} must lie in [{low:.3g}, {high:.3g}] for m = {m} in {np.dtype(dtype).name} (beyond it the "
-            f"student or its loss is not finite), got {norm_sq}")
+            f"student or its loss is not finite), got {norm_sq}"
+        )
     return norm_sq
 
 
-def init_student(
-    key: jax.Array, m: int, d: int, norm_sq: float | None = None, dtype="float32"
-) -> Float[Array, "m d"]:
+def init_student(key: jax.Array, m: int, d: int, norm_sq: float | None = None, dtype="float32") -> Float[Array, "m d"]:
     r"""Initial student: directions i.i.d. uniform on :math:`\mathbb S^{d-1}`, a common norm.
 
     Args:
@@ -100,7 +99,11 @@ def student_holding(teacher: Teacher, learned, m: int | None = None) -> Float[Ar
         raise ValueError(f"learned: indices must lie in [0, P) = [0, {teacher.P}), got {learned.tolist()}")
     if len(set(learned.tolist())) != learned.size:
         raise ValueError(f"learned: indices must be distinct, got {learned.tolist()}")
-    m = learned.size if m is None else require_int("m", m, max(learned.size, 1), why=f" (it must hold {learned.size} directions)")
+    m = (
+        learned.size
+        if m is None
+        else require_int("m", m, max(learned.size, 1), why=f" (it must hold {learned.size} directions)")
+    )
     V = jnp.zeros((m, teacher.d), teacher.directions.dtype)
     rows = jnp.sqrt(teacher.coefficients[learned])[:, None] * teacher.directions[learned]
     return V.at[: learned.size].set(rows)

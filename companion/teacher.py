@@ -12,7 +12,7 @@ ones: :func:`correlated_directions`) and, in the power-law case,
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -214,7 +214,8 @@ def make_teacher(
     if not (np.isfinite(moment) and representable):
         raise ValueError(
             f"coefficients: the teacher's second moment E[f*^2] = {moment:.3g} is not finite in {dtype.name} "
-            f"(largest a_p = {a.max():.3g}); scale the coefficients down")
+            f"(largest a_p = {a.max():.3g}); scale the coefficients down"
+        )
     return Teacher(jnp.asarray(a, dtype), frame, jnp.asarray(moment, dtype), act)
 
 

@@ -38,6 +38,7 @@ from companion.sgd import SGDConfig, log_steps, run_sgd, theory_lr
 VERSION = "unstable-1"
 FLOW_NAMESPACE = "unstable-flow"
 
+
 @dataclass(frozen=True)
 class UnstableLR:
     r"""Online SGD at the learning rates :math:`\eta_{P_*} = c\,B\,a_{P_*}\Delta^2 d^{-I}`, one initialization.
@@ -69,7 +70,9 @@ class UnstableLR:
         if not self.p_stars:
             raise ValueError("p_stars must be a non-empty tuple of integers in [1, P]")
         for p in self.p_stars:
-            require_int("p_stars", p, 1, self.model.P, why=f" (the number of top directions, 1 <= P* <= P = {self.model.P})")
+            require_int(
+                "p_stars", p, 1, self.model.P, why=f" (the number of top directions, 1 <= P* <= P = {self.model.P})"
+            )
         if tuple(sorted(set(self.p_stars))) != tuple(self.p_stars):
             raise ValueError(f"p_stars must be strictly increasing, got {self.p_stars}")
         require_real("delta", self.delta, low=0.0, low_open=True)
@@ -79,7 +82,7 @@ class UnstableLR:
         require_int("records", self.records, 8)
         require_real("flow_dt", self.flow_dt, low=0.0, low_open=True)
 
-    def replace(self, **changes) -> "UnstableLR":
+    def replace(self, **changes) -> UnstableLR:
         return dataclasses.replace(self, **changes)
 
     def rate(self, p_star: int) -> float:
@@ -90,8 +93,15 @@ class UnstableLR:
         """The SGD runs at :math:`\\eta_{P_*}`: ``streams`` data streams from one initialization."""
         lr = self.rate(p_star)
         steps = int(math.ceil(self.horizon / lr))
-        return SGDConfig(self.model, lr=lr, steps=steps, batch=self.batch, record=log_steps(steps, self.records),
-                         seeds=self.streams, same_init=True)
+        return SGDConfig(
+            self.model,
+            lr=lr,
+            steps=steps,
+            batch=self.batch,
+            record=log_steps(steps, self.records),
+            seeds=self.streams,
+            same_init=True,
+        )
 
     def flow_run(self) -> FlowRun:
         return FlowRun(self.model, self.horizon, dt=self.flow_dt, records=2 * self.records)
@@ -158,10 +168,19 @@ def run_unstable(config: UnstableLR, cache: Cache | bool | None = True, progress
         return np.pad(x.astype(np.float64), widths, constant_values=np.nan)
 
     return UnstableResult(
-        np.asarray(config.p_stars), np.asarray([config.rate(p) for p in config.p_stars]), a,
-        np.stack([pad(x) for x in samples]), np.stack([pad(x) for x in times]), np.stack([pad(x) for x in loss]),
-        np.stack(escapes), np.stack(winners),
-        flow["times"], flow["loss"], flow["escapes"], flow["winners"], config.batch,
+        np.asarray(config.p_stars),
+        np.asarray([config.rate(p) for p in config.p_stars]),
+        a,
+        np.stack([pad(x) for x in samples]),
+        np.stack([pad(x) for x in times]),
+        np.stack([pad(x) for x in loss]),
+        np.stack(escapes),
+        np.stack(winners),
+        flow["times"],
+        flow["loss"],
+        flow["escapes"],
+        flow["winners"],
+        config.batch,
     )
 
 
@@ -254,8 +273,9 @@ class TrackingCurve(NamedTuple):
     fit: object
 
 
-def tracking_curve(result: UnstableResult, bins: int = 7, min_count: int = 5,
-                   same_winner_only: bool = False) -> TrackingCurve:
+def tracking_curve(
+    result: UnstableResult, bins: int = 7, min_count: int = 5, same_winner_only: bool = False
+) -> TrackingCurve:
     """Bin :func:`escape_deviation` by :func:`tracking_ratio` (``bins`` log-spaced bins over the
     observed range; bins with fewer than ``min_count`` escapes are dropped) and fit the RMS.
     Every escape counts unless ``same_winner_only``."""
@@ -264,7 +284,7 @@ def tracking_curve(result: UnstableResult, bins: int = 7, min_count: int = 5,
     x = np.broadcast_to(tracking_ratio(result)[:, None, :], deviation.shape)
     edges = np.geomspace(x.min() * 0.999, x.max() * 1.001, bins + 1)
     centers, rms, agree, counts = [], [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=False):
         inside = (x >= lo) & (x < hi)
         ok = inside & np.isfinite(deviation)
         if ok.sum() >= min_count:
@@ -305,14 +325,18 @@ class RateConstant(NamedTuple):
     at_one: float
 
 
-def rate_constant(result: UnstableResult, delta: float, d: int, information_exponent: int,
-                  tracking: TrackingCurve | None = None) -> RateConstant:
+def rate_constant(
+    result: UnstableResult, delta: float, d: int, information_exponent: int, tracking: TrackingCurve | None = None
+) -> RateConstant:
     """c(d) implied by the measured tracking (see :class:`RateConstant`); every escape counts."""
     delta = require_real("delta", delta, low=0.0, low_open=True)
     tracking = tracking_curve(result) if tracking is None else tracking
     a = result.coefficients
-    used = float(np.median(result.rates / (result.batch * a[result.p_stars - 1] * delta**2
-                                           * float(d) ** (-information_exponent / 2.0))))
+    used = float(
+        np.median(
+            result.rates / (result.batch * a[result.p_stars - 1] * delta**2 * float(d) ** (-information_exponent / 2.0))
+        )
+    )
     x, rms = np.asarray(tracking.x), np.asarray(tracking.rms)
     if x.size == 0:
         return RateConstant(used, np.array([]), x, float("nan"), float("nan"))
@@ -393,8 +417,16 @@ def loss_fits(result: UnstableResult, beta: float) -> LossFits:
     below = np.array([loss[i] < loss_at(result, -1, n[i]) for i in range(n.size - 1)])
     fastest = np.array([loss_at(result, 0, n[i]) for i in range(n.size)])
     covered = np.isfinite(fastest)
-    return LossFits(tail, window, stable, rule, n, loss, (int(below.sum()), int(below.size)),
-                    (int(np.sum(fastest[covered] <= loss[covered])), int(covered.sum())))
+    return LossFits(
+        tail,
+        window,
+        stable,
+        rule,
+        n,
+        loss,
+        (int(below.sum()), int(below.size)),
+        (int(np.sum(fastest[covered] <= loss[covered])), int(covered.sum())),
+    )
 
 
 def summarize(config: UnstableLR, result: UnstableResult) -> dict:
@@ -416,22 +448,47 @@ def summarize(config: UnstableLR, result: UnstableResult) -> dict:
 
     return {
         "model": {"d": config.model.d, "P": config.model.P, "m": config.model.m, "beta": config.model.beta},
-        "batch": config.batch, "streams": config.streams, "delta": config.delta, "horizon": config.horizon,
-        "p_stars": result.p_stars.tolist(), "rates": result.rates.tolist(),
+        "batch": config.batch,
+        "streams": config.streams,
+        "delta": config.delta,
+        "horizon": config.horizon,
+        "p_stars": result.p_stars.tolist(),
+        "rates": result.rates.tolist(),
         "gain": {"measured": gain.tolist(), "predicted": (a[result.p_stars - 1] / a[-1]).tolist()},
-        "tracking": {"x": tracking.x.tolist(), "rms": tracking.rms.tolist(),
-                     "same_winner": tracking.same_winner.tolist(), "counts": tracking.counts.tolist(),
-                     "fit": fit(tracking.fit)},
-        "loss": {"stable": fit(fits.stable), "rule": fit(fits.rule), "rule_below": list(fits.rule_below),
-                 "fastest_below": list(fits.fastest_below)},
+        "tracking": {
+            "x": tracking.x.tolist(),
+            "rms": tracking.rms.tolist(),
+            "same_winner": tracking.same_winner.tolist(),
+            "counts": tracking.counts.tolist(),
+            "fit": fit(tracking.fit),
+        },
+        "loss": {
+            "stable": fit(fits.stable),
+            "rule": fit(fits.rule),
+            "rule_below": list(fits.rule_below),
+            "fastest_below": list(fits.fastest_below),
+        },
         # Added with cache version unstable-1: "tracking" counts every escape; the earlier
         # same-winner-only measure is kept under its own name.
-        "tracking_same_winner": {"x": same_only.x.tolist(), "rms": same_only.rms.tolist(),
-                                 "counts": same_only.counts.tolist(), "fit": fit(same_only.fit)},
-        "envelope": {"n": env.n.tolist(), "loss": [float(v) for v in env.loss],
-                     "best_p_star": [int(result.p_stars[i]) for i in env.best], "fit": fit(env.fit)},
-        "rate_constant": {"used": constant.used, "value": constant.value, "at_one": constant.at_one,
-                          "per_bin": constant.per_bin.tolist(), "x": constant.x.tolist()},
+        "tracking_same_winner": {
+            "x": same_only.x.tolist(),
+            "rms": same_only.rms.tolist(),
+            "counts": same_only.counts.tolist(),
+            "fit": fit(same_only.fit),
+        },
+        "envelope": {
+            "n": env.n.tolist(),
+            "loss": [float(v) for v in env.loss],
+            "best_p_star": [int(result.p_stars[i]) for i in env.best],
+            "fit": fit(env.fit),
+        },
+        "rate_constant": {
+            "used": constant.used,
+            "value": constant.value,
+            "at_one": constant.at_one,
+            "per_bin": constant.per_bin.tolist(),
+            "x": constant.x.tolist(),
+        },
         "version": VERSION,
     }
 
@@ -451,14 +508,20 @@ def reproduce_unstable(preset: str, progress: bool = False) -> dict:
 #: rule for all 1024 directions would need ~1e3 times more samples, out of reach at this size.
 UNSTABLE_PRESETS: dict[str, UnstableLR] = {
     "test": UnstableLR(ModelConfig(d=16, P=8, m=16), p_stars=(1, 8), batch=16, streams=2, horizon=80.0, records=60),
-    "book": UnstableLR(ModelConfig(d=32, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=32, streams=8,
-                       horizon=80.0),
+    "book": UnstableLR(ModelConfig(d=32, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=32, streams=8, horizon=80.0),
     # The book's experiment at twice the dimension: ~5 min on 2 CPU cores; its summary is committed
     # (book/results/unstable_lr_medium.json) and shown beside the executed book preset.
-    "medium": UnstableLR(ModelConfig(d=64, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=64, streams=8,
-                         horizon=160.0),
-    "paper": UnstableLR(ModelConfig(d=2048, P=1024, m=1024), p_stars=(1, 2, 4, 8, 16), delta=0.5, batch=1024,
-                        streams=2, horizon=600.0, records=100, flow_dt=0.1),
+    "medium": UnstableLR(ModelConfig(d=64, P=16, m=32), p_stars=(1, 2, 4, 8, 16), batch=64, streams=8, horizon=160.0),
+    "paper": UnstableLR(
+        ModelConfig(d=2048, P=1024, m=1024),
+        p_stars=(1, 2, 4, 8, 16),
+        delta=0.5,
+        batch=1024,
+        streams=2,
+        horizon=600.0,
+        records=100,
+        flow_dt=0.1,
+    ),
 }
 
 

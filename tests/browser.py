@@ -33,8 +33,14 @@ from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
     "--hide-scrollbars",
 ]
 
@@ -104,8 +110,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
             # Headless Chromium will not make its window narrower than 500 px: a phone-width
             # frame around the page gives it a true 390 px viewport (media queries included).
             target = urllib.parse.unquote(query)
-            body = (f'<!DOCTYPE html><html><body style="margin:0"><iframe src="{target}" '
-                    f'width="{PHONE[0]}" height="{PHONE[1]}" style="border:0"></iframe></body></html>').encode()
+            body = (
+                f'<!DOCTYPE html><html><body style="margin:0"><iframe src="{target}" '
+                f'width="{PHONE[0]}" height="{PHONE[1]}" style="border:0"></iframe></body></html>'
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -149,9 +157,18 @@ DESKTOP = (1280, 2400)
 def render(chromium: str, url: str, profile: str, size: tuple[int, int] = DESKTOP) -> str:
     """The DOM after scripts ran (MathJax included), via --dump-dom with a virtual time budget."""
     out = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-         f"--window-size={size[0]},{size[1]}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            f"--window-size={size[0]},{size[1]}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if out.returncode != 0 or "<html" not in out.stdout:
         raise RuntimeError(f"chromium failed on {url}: {out.stderr[-500:]}")
@@ -160,13 +177,23 @@ def render(chromium: str, url: str, profile: str, size: tuple[int, int] = DESKTO
 
 def screenshot(chromium: str, url: str, profile: str, path: Path, size: tuple[int, int] = DESKTOP) -> None:
     subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-         f"--window-size={size[0]},{size[1]}", f"--screenshot={path}", url],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            f"--window-size={size[0]},{size[1]}",
+            f"--screenshot={path}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _exists(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -175,7 +202,7 @@ def _exists(url: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ids(url: str) -> frozenset[str]:
     """The element ids of a served page (cached: the API page links hundreds of source anchors)."""
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -226,7 +253,9 @@ def check_page(dom: str, page_url: str, base: str) -> list[str]:
     main = soup.find("main") or soup
     # Raw TeX: MathJax replaces each math span's text with an <mjx-container>.
     for node in main.select(".math"):
-        if node.find("mjx-container") is None and any(tok in node.get_text() for tok in ("\\(", "\\[", "$$", "\\begin")):
+        if node.find("mjx-container") is None and any(
+            tok in node.get_text() for tok in ("\\(", "\\[", "$$", "\\begin")
+        ):
             problems.append(f"unrendered math: {node.get_text()[:60]!r}")
     if not main.select("mjx-container") and main.select(".math"):
         problems.append("MathJax did not run (no rendered math on a page with math)")
@@ -282,8 +311,13 @@ def main(argv=None) -> int:
                 problems += check_phone(phone)
                 stem = Path(page).stem
                 screenshot(chromium, url, profile, args.shots / f"{stem}.png")
-                screenshot(chromium, f"{base}__phone__?{urllib.parse.quote('/' + page)}", profile,
-                           args.shots / f"{stem}-phone.png", (PHONE[0], PHONE[1]))
+                screenshot(
+                    chromium,
+                    f"{base}__phone__?{urllib.parse.quote('/' + page)}",
+                    profile,
+                    args.shots / f"{stem}-phone.png",
+                    (PHONE[0], PHONE[1]),
+                )
                 status = "ok" if not problems else "FAIL"
                 sliders = sum(len(f["sliders"]) for f in (found or {}).get("figures", []))
                 print(f"{status:4} {page}" + (f" ({sliders} sliders moved)" if sliders else ""))

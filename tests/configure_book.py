@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "_config.yml"
 MARKER = "# On Colab or Binder, install the companion package"
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # On Colab or Binder, install the companion package (and its pinned dependencies) first,
 # from the repository and commit this book was built from (tests/configure_book.py writes them).
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("companion") is None:
     REPO, REF = "{url}", "{ref}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    f"companion[book] @ git+{{REPO}}@{{REF}}"], check=True)'''
+                    f"companion[book] @ git+{{REPO}}@{{REF}}"], check=True)"""
 
 _URL = re.compile(r"^https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _REF = re.compile(r"^[A-Za-z0-9_./-]+$")
@@ -72,7 +72,7 @@ def set_repository(url: str, ref: str, config: Path = CONFIG) -> None:
     if not sep:
         raise ValueError(f"{config} has no repository block")
     block_end = re.search(r"^\S", rest, re.M)
-    block, tail = (rest[: block_end.start()], rest[block_end.start():]) if block_end else (rest, "")
+    block, tail = (rest[: block_end.start()], rest[block_end.start() :]) if block_end else (rest, "")
     block = re.sub(r"^(\s+url:\s*)\S+", lambda m: m.group(1) + url, block, flags=re.M)
     block = re.sub(r"^(\s+branch:\s*)\S+", lambda m: m.group(1) + ref, block, flags=re.M)
     config.write_text(head + sep + block + tail)
@@ -110,7 +110,7 @@ def write_cells(cell: str) -> list[Path]:
         if match is None or MARKER not in match.group(2):
             raise ValueError(f"{source.name}: its first code cell is not the install cell")
         if match.group(2) != cell:
-            source.write_text(text[: match.start(2)] + cell + text[match.end(2):])
+            source.write_text(text[: match.start(2)] + cell + text[match.end(2) :])
             changed.append(source)
         notebook = source.with_suffix(".ipynb")
         if notebook.exists():

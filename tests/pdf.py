@@ -81,10 +81,20 @@ def print_pdf(html_dir: Path, out: Path, budget_ms: int = 60000) -> float:
     try:
         with tempfile.TemporaryDirectory() as profile:
             subprocess.run(
-                [chromium, *browser.CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-                 "--run-all-compositor-stages-before-draw", "--no-pdf-header-footer", f"--print-to-pdf={out}",
-                 base + page.name],
-                capture_output=True, text=True, timeout=600, check=True,
+                [
+                    chromium,
+                    *browser.CHROMIUM_FLAGS,
+                    f"--user-data-dir={profile}",
+                    f"--virtual-time-budget={budget_ms}",
+                    "--run-all-compositor-stages-before-draw",
+                    "--no-pdf-header-footer",
+                    f"--print-to-pdf={out}",
+                    base + page.name,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
             )
     finally:
         server.shutdown()

@@ -47,7 +47,10 @@ def regenerate(source: Path, timeout: int = 1200) -> float:
         cell.id = f"cell-{i}"  # stable ids: a regeneration's diff shows only real changes
     start = time.perf_counter()
     NotebookClient(
-        notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
         resources={"metadata": {"path": str(source.parent)}},
     ).execute()
     nbformat.write(notebook, reference_path(source))

@@ -78,8 +78,12 @@ def test_equal_configs_in_different_spellings_have_one_key():
     assert {config_key(c) for c in spellings} == {config_key(model)}
     assert config_key(ModelConfig(beta=1)) == config_key(ModelConfig(beta=1.0))
     assert isinstance(ModelConfig(beta=1).beta, float) and isinstance(ModelConfig(d=np.int64(16), P=4).d, int)
-    runs = [FlowRun(model, 1500), FlowRun(model, 1500.0), FlowRun(model, np.float32(1500.0), dt=np.float64(0.1)),
-            FlowRun(model, 1500, records=np.int64(300))]
+    runs = [
+        FlowRun(model, 1500),
+        FlowRun(model, 1500.0),
+        FlowRun(model, np.float32(1500.0), dt=np.float64(0.1)),
+        FlowRun(model, 1500, records=np.int64(300)),
+    ]
     assert len({config_key(r) for r in runs}) == 1 and len(set(runs)) == 1
     sweeps = [WidthSweep(model, widths=(4, 8)), WidthSweep(model, widths=[np.int64(4), 8], seeds=[0], horizon=1500)]
     assert len({config_key(s) for s in sweeps}) == 1

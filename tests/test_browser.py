@@ -4,9 +4,8 @@ Runs tests/browser.py against _build/html (made by `make book`, which `make test
 Skips, saying why, when Chromium or the built book is missing.
 """
 
-import pytest
-
 import browser
+import pytest
 
 
 def test_pages_render_in_a_browser(tmp_path, capsys):
@@ -34,14 +33,26 @@ def test_checker_flags_raw_tex_and_tracebacks():
 
 def test_checker_flags_dead_sliders_and_phone_overflow():
     dom = '<div class="companion-interactive" id="companion-x"></div>'
-    found = {"figures": [{"id": "companion-x", "plotly": True, "drawn": True,
-                          "sliders": [{"name": "d", "changed": False, "label": True}]}]}
+    found = {
+        "figures": [
+            {
+                "id": "companion-x",
+                "plotly": True,
+                "drawn": True,
+                "sliders": [{"name": "d", "changed": False, "label": True}],
+            }
+        ]
+    }
     assert any("slider 'd'" in p for p in browser.check_interactive(found, dom))
     found["figures"][0]["sliders"][0]["changed"] = True
     assert browser.check_interactive(found, dom) == []
     assert browser.check_interactive(None, dom) == ["the in-page check did not run"]
-    assert any("did not draw" in p for p in browser.check_interactive(
-        {"figures": [{"id": "companion-x", "plotly": False, "drawn": False, "sliders": []}]}, dom))
+    assert any(
+        "did not draw" in p
+        for p in browser.check_interactive(
+            {"figures": [{"id": "companion-x", "plotly": False, "drawn": False, "sliders": []}]}, dom
+        )
+    )
     assert browser.check_interactive(None, "<p>no figure</p>") == []
     assert browser.check_phone({"width": 390, "pageWidth": 390, "overflow": []}) == []
     problems = browser.check_phone({"width": 390, "pageWidth": 620, "overflow": ["table.table right=620"]})

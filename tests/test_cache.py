@@ -39,8 +39,14 @@ class Toy:
 def test_key_depends_on_every_field_and_is_stable():
     base = Toy()
     assert config_key(base) == config_key(Toy())
-    variants = [Toy(n=4), Toy(x=0.5000001), Toy(name="b"), Toy(sizes=(1, 3)), Toy(inner=ModelConfig.preset("test", seed=1)),
-                Toy(extra=0.0)]
+    variants = [
+        Toy(n=4),
+        Toy(x=0.5000001),
+        Toy(name="b"),
+        Toy(sizes=(1, 3)),
+        Toy(inner=ModelConfig.preset("test", seed=1)),
+        Toy(extra=0.0),
+    ]
     keys = {config_key(v) for v in variants} | {config_key(base)}
     assert len(keys) == len(variants) + 1
     assert config_key(base, namespace="x") != config_key(base) != config_key(base, version="2")
@@ -48,7 +54,11 @@ def test_key_depends_on_every_field_and_is_stable():
 
 def test_round_trip_is_identical(tmp_path):
     store = Cache(tmp_path, namespace="toy", version="1")
-    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1.5, np.nan, np.inf]), "c": np.int64(7)}
+    arrays = {
+        "a": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "b": np.array([1.5, np.nan, np.inf]),
+        "c": np.int64(7),
+    }
     assert store.load(Toy()) is None
     store.save(Toy(), arrays, {"wall": 1.25, "note": "hi"})
     loaded, meta = store.load(Toy())
@@ -159,8 +169,11 @@ def test_killed_writer_never_leaves_a_partial_entry(tmp_path):
     for trial in range(40):
         if seen and list(tmp_path.glob(".*.tmp")) and trial >= 5:
             break
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(ROOT / "companion" / "cache.py")],
-                                stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), str(ROOT / "companion" / "cache.py")],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(0.2 + rng.uniform(0, 0.5))
         proc.send_signal(signal.SIGKILL)

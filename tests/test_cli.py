@@ -162,7 +162,10 @@ def test_reproduce_out_is_written_atomically(tmp_path, capsys, monkeypatch):
 
 def test_simulate_gd_writes_summary(tmp_path):
     out = tmp_path / "run"
-    assert main(["simulate", "--method", "gd", "--d", "16", "--P", "2", "--m", "4", "--horizon", "60", "--out", str(out)]) == 0
+    assert (
+        main(["simulate", "--method", "gd", "--d", "16", "--P", "2", "--m", "4", "--horizon", "60", "--out", str(out)])
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["escape_times"]) == 2 and summary["final_loss"] < 0.5 and summary["partial"] is False
     assert (out / "arrays.npz").exists()
@@ -172,8 +175,12 @@ def test_simulate_gd_writes_summary(tmp_path):
 def test_one_record_still_runs_every_step(tmp_path):
     """--records 1 used to run a single step whatever --steps said."""
     out = tmp_path / "r"
-    assert main(["simulate", "--method", "gd", *TINY, "--lr", "0.05", "--steps", "40", "--records", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["simulate", "--method", "gd", *TINY, "--lr", "0.05", "--steps", "40", "--records", "1", "--out", str(out)]
+        )
+        == 0
+    )
     times = np.load(out / "arrays.npz")["times"]
     assert times[-1] == pytest.approx(40 * 0.05) and times[0] == 0.0
     assert json.loads((out / "summary.json").read_text())["final_time"] == pytest.approx(2.0)
@@ -183,8 +190,9 @@ def test_one_record_still_runs_every_step(tmp_path):
 @pytest.mark.parametrize("activation", ["relu", "h2"])
 def test_prediction_that_does_not_apply_is_said_not_refused(activation, tmp_path, capsys):
     out = tmp_path / activation
-    assert main(["simulate", "--method", "gd", *TINY, "--activation", activation, "--steps", "20",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["simulate", "--method", "gd", *TINY, "--activation", activation, "--steps", "20", "--out", str(out)]) == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert "does not apply" in summary["greedy_prediction"] and summary["greedy_match_fraction"] is None
 
@@ -206,7 +214,9 @@ def test_progress_shows_the_estimate(tmp_path, capsys):
 
 def test_divergence_exits_3_with_partial_records(tmp_path, capsys):
     out = tmp_path / "div"
-    code = main(["simulate", "--method", "sgd", *TINY, "--lr", "2.0", "--steps", "400", "--no-cache", "--out", str(out)])
+    code = main(
+        ["simulate", "--method", "sgd", *TINY, "--lr", "2.0", "--steps", "400", "--no-cache", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert "diverged (step" in err and "lr 2" in err and "stable range" in err

@@ -35,7 +35,9 @@ nbformat.write(nb, sys.argv[3])
 
 def _run(args, **kwargs):
     result = subprocess.run(args, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, args))} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 
@@ -54,8 +56,13 @@ def test_chapter_one_runs_from_the_wheel_in_a_fresh_environment(tmp_path):
     _run([sys.executable, "-m", "venv", str(venv)])
     python = venv / "bin" / "python"
     constraints = tmp_path / "constraints.txt"
-    constraints.write_text("".join(line + "\n" for line in (ROOT / "requirements.txt").read_text().splitlines()
-                                   if line and not line.startswith(("#", "-e"))))
+    constraints.write_text(
+        "".join(
+            line + "\n"
+            for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line and not line.startswith(("#", "-e"))
+        )
+    )
     _run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), f"{wheel}[book]", "nbclient", "ipykernel"])
 
     work = tmp_path / "colab"
@@ -63,7 +70,9 @@ def test_chapter_one_runs_from_the_wheel_in_a_fresh_environment(tmp_path):
     notebook = work / NOTEBOOK.name
     shutil.copy(NOTEBOOK, notebook)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MPLBACKEND", "VIRTUAL_ENV")}
-    env.update(JAX_PLATFORMS="cpu", COMPANION_CACHE=str(tmp_path / "cache"), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+    env.update(
+        JAX_PLATFORMS="cpu", COMPANION_CACHE=str(tmp_path / "cache"), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}"
+    )
     executed = work / "executed.ipynb"
     _run([str(python), "-c", RUNNER, str(notebook), str(work), str(executed)], env=env, cwd=work, timeout=1800)
 

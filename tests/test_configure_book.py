@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 import configure_book as cb
+import pytest
 
 
 def test_every_install_cell_is_the_template_rendered_from_config():
     url, ref = cb.repository()
     assert not cb.stale(), (
-        f"install cells differ from the template for {url}@{ref}: run `python tests/configure_book.py --write`")
+        f"install cells differ from the template for {url}@{ref}: run `python tests/configure_book.py --write`"
+    )
 
 
 def test_install_cell_installs_the_configured_repository_at_the_ref():
@@ -27,8 +27,15 @@ def test_install_cell_installs_the_configured_repository_at_the_ref():
     compile(cell, "install-cell", "exec")
 
 
-@pytest.mark.parametrize("url, ref", [("http://github.com/a/b", "main"), ("https://github.com/a", "main"),
-                                      ("https://github.com/a/b", "main; rm -rf"), ("https://github.com/a/b", "../x")])
+@pytest.mark.parametrize(
+    "url, ref",
+    [
+        ("http://github.com/a/b", "main"),
+        ("https://github.com/a", "main"),
+        ("https://github.com/a/b", "main; rm -rf"),
+        ("https://github.com/a/b", "../x"),
+    ],
+)
 def test_bad_repository_or_ref_is_refused(url, ref):
     with pytest.raises(ValueError, match="url|ref"):
         cb.install_cell(url, ref)
@@ -41,7 +48,7 @@ def test_set_repository_rewrites_only_the_repository_block(tmp_path):
     cb.set_repository("https://github.com/someone/fork", "abc1234", config)
     assert cb.repository(config) == ("https://github.com/someone/fork", "abc1234")
     after = config.read_text()
-    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=False) if a != b]
     assert len(changed) == 2 and len(before.splitlines()) == len(after.splitlines())
     assert all(b.lstrip().startswith(("url:", "branch:")) for _, b in changed)
 

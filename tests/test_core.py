@@ -20,7 +20,7 @@ from companion.sgd import SGDConfig, run_sgd, simulate
 def test_log_steps_always_end_at_the_last_step(steps, num):
     grid = log_steps(steps, num)
     assert grid[0] == 0 and grid[-1] == steps
-    assert all(b > a for a, b in zip(grid, grid[1:]))
+    assert all(b > a for a, b in zip(grid, grid[1:], strict=False))
     assert len(grid) <= num + 1
     assert record_steps(num, steps)[-1] == steps
 
@@ -31,8 +31,9 @@ def test_step_key_is_the_same_for_int32_and_int64_steps():
         a = jax.random.key_data(step_key(key, np.int64(t)))
         b = jax.random.key_data(step_key(key, np.int32(t)))
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(jax.random.key_data(step_key(key, np.int64(2**32))),
-                              jax.random.key_data(step_key(key, np.int64(0))))
+    assert not np.array_equal(
+        jax.random.key_data(step_key(key, np.int64(2**32))), jax.random.key_data(step_key(key, np.int64(0)))
+    )
 
 
 def test_draw_uses_the_fast_sampler_and_the_teacher():
@@ -52,7 +53,7 @@ def test_optax_sgd_and_the_sgd_engine_are_the_same_run():
     """Same model, seed, learning rate and batch: the same data, hence the same trajectory, record for
     record (round-off only: the engine's update is fused), through the first escapes."""
     model = ModelConfig.preset("test", seed=3)
-    kwargs = dict(lr=4e-4, steps=8000, batch=4, record=8)
+    kwargs = {"lr": 4e-4, "steps": 8000, "batch": 4, "record": 8}
     engine = run_sgd(SGDConfig(model, **kwargs), cache=False)
     optax_run = train(OptimConfig(model, "sgd", **kwargs), cache=False)
     np.testing.assert_array_equal(engine.steps, optax_run.steps)
@@ -105,15 +106,41 @@ def test_refined_escape_times_compile_once_for_new_thresholds_and_caps():
 
 def test_equal_configs_in_different_spellings_share_one_cache_key():
     model = ModelConfig.preset("test", seed=0)
-    a = SGDConfig(model, lr=1, steps=np.int64(1500), batch=np.int32(2), label_noise=0, max_norm_sq=100,
-                  record=(0, np.int64(10), 1500), block=np.int64(8))
+    a = SGDConfig(
+        model,
+        lr=1,
+        steps=np.int64(1500),
+        batch=np.int32(2),
+        label_noise=0,
+        max_norm_sq=100,
+        record=(0, np.int64(10), 1500),
+        block=np.int64(8),
+    )
     b = SGDConfig(model, lr=1.0, steps=1500, batch=2, label_noise=0.0, max_norm_sq=100.0, record=[0, 10, 1500], block=8)
     assert a == b and config_key(a, "sgd") == config_key(b, "sgd")
     assert type(a.steps) is int and type(a.lr) is float and type(a.record[1]) is int
-    c = OptimConfig(model, "momentum", lr=1, steps=np.int64(200), batch=np.int64(3), label_noise=0,
-                    options=(("momentum", 1),), max_norm_sq=10, correlation=0)
-    d = OptimConfig(model, "momentum", lr=1.0, steps=200, batch=3, label_noise=0.0,
-                    options=(("momentum", 1.0),), max_norm_sq=10.0, correlation=0.0)
+    c = OptimConfig(
+        model,
+        "momentum",
+        lr=1,
+        steps=np.int64(200),
+        batch=np.int64(3),
+        label_noise=0,
+        options=(("momentum", 1),),
+        max_norm_sq=10,
+        correlation=0,
+    )
+    d = OptimConfig(
+        model,
+        "momentum",
+        lr=1.0,
+        steps=200,
+        batch=3,
+        label_noise=0.0,
+        options=(("momentum", 1.0),),
+        max_norm_sq=10.0,
+        correlation=0.0,
+    )
     assert c == d and config_key(c, "optim") == config_key(d, "optim")
     assert config_key(a, "sgd") != config_key(a.replace(lr=1.5), "sgd")
 
@@ -180,8 +207,9 @@ def test_float32_loss_keeps_three_digits_down_to_1e_6(activation, directions):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t64 = make_teacher(64, 16, beta=0.8, activation=activation, directions=directions,
-                           key=jax.random.key(1), dtype="float64")
+        t64 = make_teacher(
+            64, 16, beta=0.8, activation=activation, directions=directions, key=jax.random.key(1), dtype="float64"
+        )
     t32 = jax.tree.map(lambda a: a.astype(jnp.float32), t64)
     losses = []
     for scale in (3e-2, 1e-2, 3e-3, 1e-3, 5e-4):

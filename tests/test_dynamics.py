@@ -58,8 +58,9 @@ def _setup(preset="test", dtype="float64", **overrides):
     directions=st.sampled_from(["axes", "random"]),
 )
 def test_vector_field_is_minus_autodiff_gradient(seed, log_scale, activation, directions):
-    teacher = c.make_teacher(16, 4, beta=0.8, activation=activation, directions=directions,
-                             key=jax.random.key(seed), dtype="float64")
+    teacher = c.make_teacher(
+        16, 4, beta=0.8, activation=activation, directions=directions, key=jax.random.key(seed), dtype="float64"
+    )
     V = jax.random.normal(jax.random.key(seed + 1), (8, 16), dtype=jnp.float64) * 10.0**log_scale
     F, G = _field(V, teacher), _grad(V, teacher)
     scale = float(jnp.max(jnp.abs(G)))
@@ -95,8 +96,9 @@ def test_norm_rate_at_full_alignment_is_logistic():
 
 def test_reduced_field_is_the_lone_neuron_direction_flow():
     """m = 1: d/dt <v̄, v_p*> under the full field equals reduced_direction_field(c)."""
-    teacher = c.make_teacher(20, 5, beta=0.8, activation=MIXED, directions="random",
-                             key=jax.random.key(3), dtype="float64")
+    teacher = c.make_teacher(
+        20, 5, beta=0.8, activation=MIXED, directions="random", key=jax.random.key(3), dtype="float64"
+    )
     V = jax.random.normal(jax.random.key(4), (1, 20), dtype=jnp.float64) * 0.7
     _, dc = jax.jvp(lambda X: c.overlaps(X, teacher)[0], (V,), (vector_field(V, teacher),))
     expected = reduced_direction_field(c.overlaps(V, teacher)[0], teacher.coefficients, MIXED)
@@ -255,8 +257,9 @@ def test_crossing_time_edge_cases():
 
 def _synthetic_trajectory(times, overlaps):
     R, m, P = overlaps.shape
-    return Trajectory(times, overlaps, np.zeros((R, m)), np.zeros(R), overlaps[0], np.zeros(m),
-                      np.zeros((m, 1)), 0, 0.1, "euler")
+    return Trajectory(
+        times, overlaps, np.zeros((R, m)), np.zeros(R), overlaps[0], np.zeros(m), np.zeros((m, 1)), 0, 0.1, "euler"
+    )
 
 
 def test_pair_and_direction_escapes_on_a_synthetic_record():
@@ -267,12 +270,12 @@ def test_pair_and_direction_escapes_on_a_synthetic_record():
     s[:, 2, 1] = np.sqrt([0.0, 0.0, 0.0, 0.2])  # nobody crosses on teacher 1
     traj = _synthetic_trajectory(times, s)
     pair = pair_escape_times(traj)
-    assert pair[0, 0] == pytest.approx(2.0 * 2.0 ** 0.5)
-    assert pair[1, 0] == pytest.approx(2.0 ** 0.8)
+    assert pair[0, 0] == pytest.approx(2.0 * 2.0**0.5)
+    assert pair[1, 0] == pytest.approx(2.0**0.8)
     assert np.isinf(pair[:, 1]).all()
     students, when = direction_escapes(traj)
     assert students.tolist() == [1, -1]
-    assert when[0] == pytest.approx(2.0 ** 0.8) and np.isinf(when[1])
+    assert when[0] == pytest.approx(2.0**0.8) and np.isinf(when[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,15 +300,20 @@ def test_decoupled_solution_solves_its_ode(activation):
     a, s0 = 0.3, 0.02
     T = float(decoupled_blowup_time(s0, a, activation))
     t_eval = np.linspace(0.0, 0.95 * T, 20)
-    numeric = solve_ivp(lambda t, s: rate * a * s**I, (0.0, t_eval[-1]), [s0], t_eval=t_eval,
-                        rtol=1e-11, atol=1e-14).y[0]
+    numeric = solve_ivp(lambda t, s: rate * a * s**I, (0.0, t_eval[-1]), [s0], t_eval=t_eval, rtol=1e-11, atol=1e-14).y[
+        0
+    ]
     np.testing.assert_allclose(decoupled_solution(t_eval, s0, a, activation), numeric, rtol=1e-7)
     assert np.isinf(decoupled_solution(1.01 * T, s0, a, activation))
 
 
 @settings(max_examples=40, deadline=None)
-@given(s0=st.floats(1e-4, 0.4), a=st.floats(1e-3, 2.0), threshold=st.floats(0.45, 0.99),
-       activation=st.sampled_from([H4, H6]))
+@given(
+    s0=st.floats(1e-4, 0.4),
+    a=st.floats(1e-3, 2.0),
+    threshold=st.floats(0.45, 0.99),
+    activation=st.sampled_from([H4, H6]),
+)
 def test_decoupled_crossing_time_reaches_the_threshold(s0, a, threshold, activation):
     t = decoupled_crossing_time(s0, a, activation, threshold)
     assert 0.0 < t < decoupled_blowup_time(s0, a, activation)
@@ -313,8 +321,12 @@ def test_decoupled_crossing_time_reaches_the_threshold(s0, a, threshold, activat
 
 
 @settings(max_examples=40, deadline=None)
-@given(a=st.floats(1e-3, 1.0), w0_fraction=st.floats(1e-6, 0.9), fraction=st.floats(0.01, 0.999),
-       moment=st.floats(0.2, 3.0))
+@given(
+    a=st.floats(1e-3, 1.0),
+    w0_fraction=st.floats(1e-6, 0.9),
+    fraction=st.floats(0.01, 0.999),
+    moment=st.floats(0.2, 3.0),
+)
 def test_logistic_norm_and_time_are_inverse(a, w0_fraction, fraction, moment):
     w0 = w0_fraction * a
     if fraction <= w0_fraction:
@@ -385,8 +397,9 @@ def test_axes_fast_path_agrees_with_a_rotated_teacher():
     rotated = c.make_teacher(d, P, coefficients=axes_teacher.coefficients, directions="axes", dtype="float64")
     rotated = type(rotated)(rotated.coefficients, frame[:P], rotated.second_moment, rotated.activation)
     W0 = V0 @ frame  # row k of W0 has <w_k, frame_p> = v_{k,p}
-    np.testing.assert_allclose(np.asarray(vector_field(V0, axes_teacher, axes=True)),
-                               np.asarray(vector_field(V0, axes_teacher)), atol=1e-16)
+    np.testing.assert_allclose(
+        np.asarray(vector_field(V0, axes_teacher, axes=True)), np.asarray(vector_field(V0, axes_teacher)), atol=1e-16
+    )
     times = [1.0, 3.0]
     fast = euler_flow(V0, axes_teacher, times, 0.1)
     general = euler_flow(W0, rotated, times, 0.1)

@@ -36,7 +36,7 @@ def test_sweep_runs_caches_and_reloads(tmp_path):
     # the sweep stores under its own namespace, whatever the given Cache's namespace
     assert len(list((tmp_path / "width_sweep").glob("*.json"))) == 2
     second = run_width_sweep(sweep, cache=cache)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=False):
         np.testing.assert_array_equal(a, b)
     # a direction's norm grows after its overlap escaped
     both = np.isfinite(first.learned) & np.isfinite(first.escapes)

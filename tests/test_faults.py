@@ -77,8 +77,17 @@ def test_same_shape_tampering_fails_the_checksum(tmp_path):
     _recomputed_once(store, reference)
 
 
-@pytest.mark.parametrize("field, value", [("arrays", "x"), ("npz_size", "12"), ("meta", []), ("npz", 7),
-                                          ("checksums", {"loss": 1}), ("arrays", {"loss": ["float64", "x"]})])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("arrays", "x"),
+        ("npz_size", "12"),
+        ("meta", []),
+        ("npz", 7),
+        ("checksums", {"loss": 1}),
+        ("arrays", {"loss": ["float64", "x"]}),
+    ],
+)
 def test_wrong_typed_json_fields(tmp_path, field, value):
     store, reference, json_path, _ = _entry(tmp_path)
     record = json.loads(json_path.read_text())
@@ -169,8 +178,20 @@ WRITER = textwrap.dedent(
 
 def test_two_processes_on_one_cache_lose_nothing_and_leave_no_orphans(tmp_path):
     iterations = 150
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(ROOT / "companion" / "cache.py"),
-                               str(me), str(iterations)]) for me in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                str(tmp_path),
+                str(ROOT / "companion" / "cache.py"),
+                str(me),
+                str(iterations),
+            ]
+        )
+        for me in (0, 1)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
 
     store = Cache(tmp_path)  # the module's Toy has the writer's qualified name, so the same keys
@@ -211,8 +232,9 @@ def test_sigkill_mid_checkpoint_loses_nothing_finished_and_the_next_save_cleans_
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path), str(ROOT / "companion" / "cache.py")],
-                            stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(tmp_path), str(ROOT / "companion" / "cache.py")], stdout=subprocess.PIPE
+    )
     assert proc.stdout.readline().strip() == b"ready"
     time.sleep(0.7)
     proc.send_signal(signal.SIGKILL)

@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 
 from companion import scaling as sc
-from companion.frontier import (SGDWidthSweep, fit_exponents, gd_twin, reproduce_width_sweep_sgd, run_sgd_width_sweep,
-                                sgd_width_sweep)
 from companion.config import ModelConfig
+from companion.frontier import (
+    SGDWidthSweep,
+    fit_exponents,
+    gd_twin,
+    reproduce_width_sweep_sgd,
+    run_sgd_width_sweep,
+    sgd_width_sweep,
+)
 
 
 def test_fit_exponents_recovers_a_planted_superposition():

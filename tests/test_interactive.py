@@ -91,8 +91,16 @@ def test_frontier_figure_groups_widths_toggles_seeds_and_overlays_predictions():
     widths, S = [8, 16, 32], 2
     loss = np.stack([[0.5 * (1 + m * t / 100) ** -0.4 for m in widths] for _ in range(S)])
     grid = np.logspace(1, 4, 30)
-    figure = ia.frontier_figure(t, loss, widths, [0, 1], offset=0.01, predicted=loss * 0.9,
-                                envelope=(grid, 0.3 * grid**-0.2), predicted_envelope=(grid, 0.3 * grid**-0.23, "theory"))
+    figure = ia.frontier_figure(
+        t,
+        loss,
+        widths,
+        [0, 1],
+        offset=0.01,
+        predicted=loss * 0.9,
+        envelope=(grid, 0.3 * grid**-0.2),
+        predicted_envelope=(grid, 0.3 * grid**-0.23, "theory"),
+    )
     data = figure.figure.data
     assert len(data) == S * len(widths) * 2 + 2
     assert {d.legendgroup for d in data[:-2]} == {"m8", "m16", "m32"}

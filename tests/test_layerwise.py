@@ -70,8 +70,9 @@ def test_phase_one_sgd_records_are_prefix_runs():
     """A record at step s is exactly the end of a run of s steps (the stream depends on t only)."""
     teacher = cm.make_teacher(8, 2, beta=1.0)
     V0 = cm.init_student(jax.random.key(3), 5, 8)
-    long = lw.phase_one_sgd(V0, teacher, jax.random.key(4), lr=1e-3, steps=300, batch=4, records=(50, 120),
-                            keep_directions=True)
+    long = lw.phase_one_sgd(
+        V0, teacher, jax.random.key(4), lr=1e-3, steps=300, batch=4, records=(50, 120), keep_directions=True
+    )
     short = lw.phase_one_sgd(V0, teacher, jax.random.key(4), lr=1e-3, steps=120, batch=4, records=3)
     assert long.record_directions.shape == (3, 5, 8) and short.record_directions is None
     np.testing.assert_allclose(long.times, [0.05, 0.12, 0.3])
@@ -81,8 +82,9 @@ def test_phase_one_sgd_records_are_prefix_runs():
 
 def test_compare_on_samples_is_train_layerwise_at_every_budget(tmp_path):
     model = cm.ModelConfig(d=8, P=2, m=4, beta=1.0, init_norm_sq=1e-2, seed=1)
-    comparison = lw.SampleComparison(model, lr=2e-3, steps=400, batch=8, seeds=2, records=4, first_step=40,
-                                     readout_fraction=0.25, readout_chunk=64)
+    comparison = lw.SampleComparison(
+        model, lr=2e-3, steps=400, batch=8, seeds=2, records=4, first_step=40, readout_fraction=0.25, readout_chunk=64
+    )
     curves = lw.compare_on_samples(comparison, cache=cm_cache(tmp_path))
     n, n2 = curves.samples, comparison.readout_samples
     assert n[-1] == 8 * 400 and np.all(curves.phase_one_samples + n2 == n) and np.all(n2 % 64 == 0)
@@ -90,16 +92,25 @@ def test_compare_on_samples_is_train_layerwise_at_every_budget(tmp_path):
     # each budget's layer-wise loss is the loss of train_layerwise run on that budget alone
     teacher, V0 = model.replace(seed=2).build()
     for j in (0, n.size - 1):
-        run = lw.train_layerwise(V0, teacher, model.replace(seed=2).keys()["data"], lr=2e-3,
-                                 steps=int(curves.phase_one_samples[j] // 8), readout_samples=int(n2[j]), batch=8,
-                                 readout_batch=64)
+        run = lw.train_layerwise(
+            V0,
+            teacher,
+            model.replace(seed=2).keys()["data"],
+            lr=2e-3,
+            steps=int(curves.phase_one_samples[j] // 8),
+            readout_samples=int(n2[j]),
+            batch=8,
+            readout_batch=64,
+        )
         assert run.samples == n[j]
         np.testing.assert_allclose(curves.layer_loss[1, j], run.readout.loss, rtol=1e-4, atol=1e-7)
     # the single-phase curve is run_sgd's, and a second call loads everything from the cache
     from companion.sgd import SGDConfig, run_sgd
 
-    sgd = run_sgd(SGDConfig(model, lr=2e-3, steps=400, batch=8, record=tuple(int(s) for s in comparison.record_steps),
-                            seeds=2), cache=False)
+    sgd = run_sgd(
+        SGDConfig(model, lr=2e-3, steps=400, batch=8, record=tuple(int(s) for s in comparison.record_steps), seeds=2),
+        cache=False,
+    )
     np.testing.assert_allclose(curves.single_loss, sgd.loss, rtol=1e-6)
     again = lw.compare_on_samples(comparison, cache=cm_cache(tmp_path))
     np.testing.assert_array_equal(again.layer_loss, curves.layer_loss)
@@ -344,8 +355,9 @@ def test_summarize_curves_on_planted_curves():
     missed = np.array([[0.4, 0.1, 0.2], [0.4, 0.2, 0.0], [0.3, 0.3, 0.1]])
     best = np.zeros((3, 3, 4))
     best[:, -1] = [[0.9, 0.6, 0.2, 0.1], [0.95, 0.8, 0.7, 0.3], [0.55, 0.4, 0.3, 0.2]]
-    curves = SampleCurves(np.array([10, 20, 40]), np.array([5, 10, 20]), loss, loss, recovered, recovered,
-                          missed, missed, best, best)
+    curves = SampleCurves(
+        np.array([10, 20, 40]), np.array([5, 10, 20]), loss, loss, recovered, recovered, missed, missed, best, best
+    )
     s = summarize_curves(curves, "layer")
     assert s.final == pytest.approx(0.03) and s.final_max == pytest.approx(0.2)
     assert s.best == pytest.approx(0.03)  # medians of (0.1, 0.01, 0.03)

@@ -10,8 +10,19 @@ from companion import ledger as lg
 
 
 def _row(**changes):
-    base = dict(claim="c", source="derived", chapter="x", section="s", measured="m", theory="t", rule="interval",
-                why="w", scale="d", low="lo", high="hi")
+    base = {
+        "claim": "c",
+        "source": "derived",
+        "chapter": "x",
+        "section": "s",
+        "measured": "m",
+        "theory": "t",
+        "rule": "interval",
+        "why": "w",
+        "scale": "d",
+        "low": "lo",
+        "high": "hi",
+    }
     base.update(changes)
     return lg.Row(**base)
 
@@ -48,12 +59,15 @@ def test_every_row_is_well_formed():
 
 @pytest.mark.parametrize("entry", lg.ledger(), ids=lambda e: e.row.claim[:40])
 def test_row_is_measured_and_agrees_with_its_chapter(entry):
-    assert not entry.missing, (f"{entry.row.chapter}.ipynb does not glue {list(entry.missing)}: regenerate the "
-                               f"chapter, or the chapter lost a number the ledger reports")
+    assert not entry.missing, (
+        f"{entry.row.chapter}.ipynb does not glue {list(entry.missing)}: regenerate the "
+        f"chapter, or the chapter lost a number the ledger reports"
+    )
     assert entry.verdict in {"holds", "misses"}
     if entry.row.chapter_verdict:
         assert entry.chapter_verdict == entry.verdict, (
-            f"{entry.row.claim}: the ledger says {entry.verdict}, the chapter glues {entry.chapter_verdict!r}")
+            f"{entry.row.claim}: the ledger says {entry.verdict}, the chapter glues {entry.chapter_verdict!r}"
+        )
 
 
 def test_every_glued_verdict_has_a_row():

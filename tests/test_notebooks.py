@@ -9,10 +9,9 @@ from __future__ import annotations
 import jupytext
 import nbformat
 import pytest
-
 from regenerate import chapters, executable, reference_path
 
-CHAPTERS = [source for source in chapters()]
+CHAPTERS = list(chapters())
 
 
 def test_every_chapter_in_the_toc_exists():
@@ -31,10 +30,20 @@ def test_reference_notebook_matches_source(source):
     )
     unexecuted = [i for i, c in enumerate(stored) if c.cell_type == "code" and c.execution_count is None]
     assert not unexecuted, f"{reference.name}: code cells {unexecuted} were never executed"
-    errors = [i for i, c in enumerate(stored) if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        i
+        for i, c in enumerate(stored)
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, f"{reference.name}: code cells {errors} raised"
     # A warning or a traceback printed while rendering a figure is not an "error" output.
-    stderr = [i for i, c in enumerate(stored) if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    stderr = [
+        i
+        for i, c in enumerate(stored)
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("name") == "stderr"
+    ]
     assert not stderr, f"{reference.name}: code cells {stderr} wrote to stderr (a warning or traceback)"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 import pdf
+import pytest
 
 BOOK_PDF = pdf.ROOT / "_build" / "html" / pdf.PDF_NAME
 
@@ -25,7 +24,9 @@ def test_the_built_pdf_has_the_whole_book_and_typeset_math():
 
 def test_checker_flags_raw_tex_short_books_and_tracebacks(monkeypatch):
     monkeypatch.setattr(pdf, "pdf_pages", lambda path: 12)
-    monkeypatch.setattr(pdf, "pdf_text", lambda path: "Emergence and scaling laws \\(a_p\\) $$x$$\nTraceback (most recent call last)")
+    monkeypatch.setattr(
+        pdf, "pdf_text", lambda path: "Emergence and scaling laws \\(a_p\\) $$x$$\nTraceback (most recent call last)"
+    )
     problems = pdf.check_pdf("book.pdf", min_pages=40)
     assert any("only 12 pages" in p for p in problems)
     assert any("raw TeX" in p and "\\(" in p and "$$" in p for p in problems)

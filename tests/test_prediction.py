@@ -5,8 +5,15 @@ import pytest
 
 from companion.config import ModelConfig
 from companion.experiments import FlowRun, run_flow
-from companion.prediction import (PredictionRun, predict, predicted_exponents, predicted_loss, plateau_ratio,
-                                  run_prediction, settle_time)
+from companion.prediction import (
+    PredictionRun,
+    plateau_ratio,
+    predict,
+    predicted_exponents,
+    predicted_loss,
+    run_prediction,
+    settle_time,
+)
 from companion.scaling import superposition_loss
 
 
@@ -48,8 +55,11 @@ def test_step_and_smooth_losses(tiny):
     smooth = predicted_loss(pred, t, "smooth")
     np.testing.assert_allclose(smooth[0], 0.5 * np.sum(pred.coefficients**2), rtol=1e-6)  # nothing learned at t ~ 0
     assert smooth[-1] < 0.05 * smooth[0]
+
     # The smooth shape follows the measured curve at least as closely as the steps.
-    err = lambda L: np.median(np.abs(np.log(L / run["loss"])))
+    def err(L):
+        return np.median(np.abs(np.log(L / run["loss"])))
+
     assert err(smooth) <= err(step) + 1e-9
     with pytest.raises(ValueError, match="shape"):
         predicted_loss(pred, t, "wiggly")
@@ -70,7 +80,7 @@ def test_cached_prediction_is_identical(tmp_path):
     run = PredictionRun(ModelConfig(d=32, P=8, m=4, seed=2))
     first = run_prediction(run, cache)
     again = run_prediction(run, cache)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=False):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -1,9 +1,8 @@
+import numpy as np
 import pytest
 
 from companion.report import bound, fmt, markdown_table
 from companion.scaling import idealized_escape_times, superposition_loss, time_exponent
-
-import numpy as np
 
 
 def test_bound_and_fmt():

@@ -8,16 +8,19 @@ import pytest
 from companion import sample_complexity as sc_
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"dims": (16,)}, "dims"),
-    ({"dims": (32, 16)}, "dims"),
-    ({"dims": (4, 16)}, "dims"),
-    ({"fractions": (0.5, 2.0)}, "fractions"),
-    ({"fractions": (0.1, 0.5)}, "strictly decreasing"),
-    ({"seeds": 2}, "seeds"),
-    ({"horizon": 0.0}, "horizon"),
-    ({"threshold": 1.0}, "threshold"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"dims": (16,)}, "dims"),
+        ({"dims": (32, 16)}, "dims"),
+        ({"dims": (4, 16)}, "dims"),
+        ({"fractions": (0.5, 2.0)}, "fractions"),
+        ({"fractions": (0.1, 0.5)}, "strictly decreasing"),
+        ({"seeds": 2}, "seeds"),
+        ({"horizon": 0.0}, "horizon"),
+        ({"threshold": 1.0}, "threshold"),
+    ],
+)
 def test_bad_sweep_names_the_field(changes, match):
     with pytest.raises(ValueError, match=match):
         sc_.TEST.replace(**changes)

@@ -69,11 +69,16 @@ def test_gradient_is_the_brief_formula_per_sample():
     unit = V / r[:, None]
     z = unit @ x
     f = float(np.sum(r**2 * np.asarray(H4(jnp.asarray(z)))))
-    expected = np.stack([
-        (f - y) * (2 * V[i] * float(H4(jnp.asarray(z[i])))
-                   + r[i] * float(H4.derivative(jnp.asarray(z[i]))) * (np.eye(7) - np.outer(unit[i], unit[i])) @ x)
-        for i in range(4)
-    ])
+    expected = np.stack(
+        [
+            (f - y)
+            * (
+                2 * V[i] * float(H4(jnp.asarray(z[i])))
+                + r[i] * float(H4.derivative(jnp.asarray(z[i]))) * (np.eye(7) - np.outer(unit[i], unit[i])) @ x
+            )
+            for i in range(4)
+        ]
+    )
     got = minibatch_gradient(jnp.asarray(V), jnp.asarray(x[None]), jnp.asarray([y]), H4)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
 
@@ -112,7 +117,9 @@ def test_minibatch_gradient_is_unbiased():
             total_sq[name] += (g**2).sum(0)
         # the minibatch gradient is exactly the mean of the per-sample ones
         if i == 0:
-            np.testing.assert_allclose(minibatch_gradient(V, x, y, H4), np.asarray(per_sample(x, y)).mean(0), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(
+                minibatch_gradient(V, x, y, H4), np.asarray(per_sample(x, y)).mean(0), rtol=1e-9, atol=1e-12
+            )
     N = n_batches * size
 
     def zmax(name):
@@ -136,7 +143,9 @@ def test_small_learning_rate_tracks_gradient_descent():
     model = ModelConfig(d=12, P=3, m=4, init_norm_sq=0.25, dtype="float64", seed=5)
     teacher, V0 = model.build()
     T, batch = 0.5, 256
-    euler = jax.jit(lambda V: jax.lax.fori_loop(0, 400, lambda i, V: V - (T / 400) * population_gradient(V, teacher), V))
+    euler = jax.jit(
+        lambda V: jax.lax.fori_loop(0, 400, lambda i, V: V - (T / 400) * population_gradient(V, teacher), V)
+    )
     V = np.asarray(euler(V0))
     moved = float(np.linalg.norm(V - V0))
     assert moved > 0.1  # the flow does go somewhere in time T
@@ -161,7 +170,17 @@ def test_record_and_time_axis():
     teacher, V0 = config.model.build()
     # the first record is the initial state, measured by the closed form
     np.testing.assert_allclose(result.norms_sq[0, 0], np.sum(np.asarray(V0) ** 2, 1), rtol=1e-6)
-    assert abs(result.loss[0, 0] - float(companion.population_loss(V0.astype(jnp.float64), jax.tree.map(lambda a: a.astype(jnp.float64), teacher)))) < 1e-9
+    assert (
+        abs(
+            result.loss[0, 0]
+            - float(
+                companion.population_loss(
+                    V0.astype(jnp.float64), jax.tree.map(lambda a: a.astype(jnp.float64), teacher)
+                )
+            )
+        )
+        < 1e-9
+    )
     assert log_steps(1000, 5) == (0, 1, 6, 32, 178, 1000)
     # escape times: the recorded helper and companion.dynamics on the Trajectory view agree
     from companion.dynamics import direction_escapes
@@ -189,7 +208,17 @@ def test_chunking_and_resume_do_not_change_the_run():
         if int(state.step) > 1000:
             saved.setdefault("first", (state, {k: list(v) for k, v in records.items()}))
 
-    simulate(teacher, V0, key, 3e-4, (0, 37, 5000), block=64, chunk_seconds=1e-9, checkpoint=checkpoint, checkpoint_seconds=0.0)
+    simulate(
+        teacher,
+        V0,
+        key,
+        3e-4,
+        (0, 37, 5000),
+        block=64,
+        chunk_seconds=1e-9,
+        checkpoint=checkpoint,
+        checkpoint_seconds=0.0,
+    )
     state, records = saved["first"]
     assert 1000 < int(state.step) < 5000 and records["steps"] == [0, 37]
     resumed = simulate(teacher, V0, key, 3e-4, (0, 37, 5000), block=64, resume=(state, records))
@@ -250,12 +279,23 @@ def test_nan_state_is_caught():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("lr", 0.0), ("lr", -1e-3), ("lr", float("nan")), ("steps", 0), ("batch", 0), ("seeds", 0),
-     ("label_noise", -0.1), ("record", 0), ("record", (5, 3)), ("record", (0, 10**9)), ("block", 0),
-     ("max_norm_sq", 0.0)],
+    [
+        ("lr", 0.0),
+        ("lr", -1e-3),
+        ("lr", float("nan")),
+        ("steps", 0),
+        ("batch", 0),
+        ("seeds", 0),
+        ("label_noise", -0.1),
+        ("record", 0),
+        ("record", (5, 3)),
+        ("record", (0, 10**9)),
+        ("block", 0),
+        ("max_norm_sq", 0.0),
+    ],
 )
 def test_bad_config_names_the_parameter(field, value):
-    kwargs = dict(model=ModelConfig.preset("test"), lr=1e-3, steps=100)
+    kwargs = {"model": ModelConfig.preset("test"), "lr": 1e-3, "steps": 100}
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         SGDConfig(**kwargs)

@@ -14,16 +14,19 @@ from companion.sgd import SGDConfig, build, run_sgd, theory_lr
 MODEL = ModelConfig(d=16, P=8, m=16)
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"p_stars": ()}, "p_stars"),
-    ({"p_stars": (0, 2)}, "p_stars"),
-    ({"p_stars": (2, 9)}, r"P\* <= P = 8"),
-    ({"p_stars": (4, 2)}, "strictly increasing"),
-    ({"delta": 0.0}, "delta"),
-    ({"batch": 0}, "batch"),
-    ({"streams": 0}, "streams"),
-    ({"horizon": -1.0}, "horizon"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"p_stars": ()}, "p_stars"),
+        ({"p_stars": (0, 2)}, "p_stars"),
+        ({"p_stars": (2, 9)}, r"P\* <= P = 8"),
+        ({"p_stars": (4, 2)}, "strictly increasing"),
+        ({"delta": 0.0}, "delta"),
+        ({"batch": 0}, "batch"),
+        ({"streams": 0}, "streams"),
+        ({"horizon": -1.0}, "horizon"),
+    ],
+)
 def test_bad_configuration_names_the_field(changes, match):
     with pytest.raises(ValueError, match=match):
         un.UnstableLR(MODEL, p_stars=(1, 8)).replace(**changes)
@@ -56,16 +59,30 @@ def test_same_init_shares_the_start_but_not_the_data():
 def _known_result():
     """Two rates, two streams, three directions, hand-made escapes."""
     a = np.array([0.8, 0.5, 0.33])
-    escapes = np.array([
-        [[1.0, 2.0, 3.0], [1.5, 2.0, np.inf]],   # rate of P* = 1
-        [[2.0, 4.0, 6.0], [2.0, 3.0, 5.0]],      # rate of P* = 3 (stable)
-    ])
+    escapes = np.array(
+        [
+            [[1.0, 2.0, 3.0], [1.5, 2.0, np.inf]],  # rate of P* = 1
+            [[2.0, 4.0, 6.0], [2.0, 3.0, 5.0]],  # rate of P* = 3 (stable)
+        ]
+    )
     winners = np.array([[[0, 1, 2], [0, 3, -1]], [[0, 1, 2], [0, 1, 2]]])
     samples = np.array([[0.0, 10.0, 100.0], [0.0, 10.0, 100.0]])
     loss = np.array([[[0.5, 0.2, 0.1], [0.5, 0.2, 0.1]], [[0.5, 0.4, 0.2], [0.5, 0.4, 0.2]]])
-    return un.UnstableResult(np.array([1, 3]), np.array([2.0, 1.0]), a, samples, samples * 0, loss, escapes,
-                             winners, np.array([0.0, 1.0]), np.array([0.5, 0.1]), np.array([2.0, 4.0, 5.0]),
-                             np.array([0, 1, 2]), 1)
+    return un.UnstableResult(
+        np.array([1, 3]),
+        np.array([2.0, 1.0]),
+        a,
+        samples,
+        samples * 0,
+        loss,
+        escapes,
+        winners,
+        np.array([0.0, 1.0]),
+        np.array([0.5, 0.1]),
+        np.array([2.0, 4.0, 5.0]),
+        np.array([0, 1, 2]),
+        1,
+    )
 
 
 def test_analysis_on_known_arrays():
@@ -132,8 +149,21 @@ def test_tracking_curve_recovers_a_planted_square_root():
     sign = np.array([1.0, -1.0])[None, :, None]
     escapes = flow[None, None, :] * (1 + sign * 0.1 * np.sqrt(x)[:, None, :])
     winners = np.broadcast_to(np.arange(P), escapes.shape)
-    r = un.UnstableResult(p_stars, np.ones(5), a, np.zeros((5, 2)), np.zeros((5, 2)), np.zeros((5, S, 2)),
-                          escapes, winners, np.zeros(2), np.zeros(2), flow, np.arange(P), 1)
+    r = un.UnstableResult(
+        p_stars,
+        np.ones(5),
+        a,
+        np.zeros((5, 2)),
+        np.zeros((5, 2)),
+        np.zeros((5, S, 2)),
+        escapes,
+        winners,
+        np.zeros(2),
+        np.zeros(2),
+        flow,
+        np.arange(P),
+        1,
+    )
     curve = un.tracking_curve(r, min_count=2)
     assert curve.fit.slope == pytest.approx(0.5, abs=0.05)
     np.testing.assert_allclose(curve.rms, 0.1 * np.sqrt(curve.x), rtol=0.3)
@@ -148,8 +178,9 @@ def test_rate_constant_inverts_a_planted_square_root_law():
     rates = 20.0 * 4 * a[p_stars - 1] * delta**2 * d ** (-k / 2)
     x = np.array([0.5, 1.0, 3.0])
     curve = un.TrackingCurve(x, delta * np.sqrt(20.0 * x / c_true), np.ones(3), np.full(3, 9), None)
-    r = un.UnstableResult(p_stars, rates, a, *([np.zeros(1)] * 5), np.zeros(1), np.zeros(1), np.zeros(1),
-                          np.zeros(1), 4)
+    r = un.UnstableResult(
+        p_stars, rates, a, *([np.zeros(1)] * 5), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), 4
+    )
     constant = un.rate_constant(r, delta, d, k, curve)
     assert constant.used == pytest.approx(20.0)
     np.testing.assert_allclose(constant.per_bin, c_true)
@@ -165,8 +196,21 @@ def test_envelope_takes_the_best_rate_at_each_budget():
     samples = np.array([[10.0, 1e3, np.nan], [10.0, 1e2, 1e4], [10.0, 1e3, 1e5]])
     loss = np.array([[[0.2, 0.05, np.nan]] * 2, [[0.3, 0.02, 0.01]] * 2, [[0.4, 0.1, 0.01]] * 2])
     escapes = np.array([[[1.0, 2.0, 3.0, 4.0]] * 2, [[1.0, 2.0, 3.0, 4.0]] * 2, [[1.0, 2.0, 30.0, 40.0]] * 2])
-    r = un.UnstableResult(np.array([1, 2, 4]), np.array([1e-1, 1e-2, 1e-3]), a, samples, samples, loss, escapes,
-                          np.zeros((3, 2, P), int), np.zeros(2), np.zeros(2), np.ones(P), np.arange(P), 1)
+    r = un.UnstableResult(
+        np.array([1, 2, 4]),
+        np.array([1e-1, 1e-2, 1e-3]),
+        a,
+        samples,
+        samples,
+        loss,
+        escapes,
+        np.zeros((3, 2, P), int),
+        np.zeros(2),
+        np.zeros(2),
+        np.ones(P),
+        np.arange(P),
+        1,
+    )
     env = un.envelope(r, beta=1.0, points=5)
     assert env.n[0] == pytest.approx(10.0) and env.n[-1] == pytest.approx(200.0)
     table = np.stack([un.loss_at(r, i, env.n) for i in range(3)])

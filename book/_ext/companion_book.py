@@ -57,7 +57,7 @@ def _restore_prose(app, what, name, obj, options, lines):
     if not types:
         return
     i = types[-1]
-    prose = lines[i][len(":type: "):]
+    prose = lines[i][len(":type: ") :]
     if first.startswith(prose + ":"):
         del lines[i]
         while lines and not lines[-1].strip():
@@ -91,8 +91,12 @@ def _hide_input_in_singlehtml(app):
     too (the single page printed to the PDF keeps plot-only code folded)."""
     from myst_nb.sphinx_ import HideCodeCellNode, depart_HideCellInput, visit_HideCellInput
 
-    app.add_node(HideCodeCellNode, override=True, html=(visit_HideCellInput, depart_HideCellInput),
-                 singlehtml=(visit_HideCellInput, depart_HideCellInput))
+    app.add_node(
+        HideCodeCellNode,
+        override=True,
+        html=(visit_HideCellInput, depart_HideCellInput),
+        singlehtml=(visit_HideCellInput, depart_HideCellInput),
+    )
 
 
 def setup(app):
