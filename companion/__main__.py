@@ -37,8 +37,12 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from companion.config import ModelConfig
 
 METHODS = ("sgd", "gd", "flow")
 EXIT_REFUSED, EXIT_DIVERGED, EXIT_WRITE_FAILED = 2, 3, 4
@@ -202,7 +206,7 @@ class Plan:
     """Everything ``simulate`` will do, decided before any compute."""
 
     method: str
-    model: object
+    model: ModelConfig
     lr: float
     steps: int | None
     horizon: float
@@ -302,7 +306,7 @@ def plan_simulate(args) -> Plan:
         horizon = lr * steps
         n_records = min(records, steps) + 1  # an upper bound (log-spaced steps may coincide)
     use_cache = args.method == "sgd" and not args.no_cache
-    plan = Plan(args.method, model, lr, steps, horizon, (), out, use_cache, greedy, batch, n_records)
+    plan = Plan(args.method, model, lr, steps, horizon, (), cast(Path, out), use_cache, greedy, batch, n_records)
     _estimate(plan, batch)
     if plan.available_bytes is not None and plan.memory_bytes > plan.available_bytes:
         raise Refusal(
@@ -363,7 +367,7 @@ def _measured_rates() -> dict:
     """FLOP/s measured by the committed benchmarks (``benchmarks/results.json``, ``flow.json``):
     ``sgd``: [(batch, m*d, flop/s)], ``flow``: [(m*d, flop/s)]; empty where not found."""
     root = Path(__file__).resolve().parent.parent / "benchmarks"
-    rates = {"sgd": [], "flow": [], "machine": ""}
+    rates: dict[str, Any] = {"sgd": [], "flow": [], "machine": ""}
     try:
         results = json.loads((root / "results.json").read_text())
         rates["sgd"] = [(r["batch"], r["m"] * r["d"], r["engine"]["flops"]) for r in results.get("sgd", [])]
@@ -408,6 +412,7 @@ def _estimate(plan: Plan, batch: int) -> None:
         step = 2 * batch * m * word + 4 * state + m * P * word
         plan.memory_bytes = base + records + teacher + samples + step + 6 * state
         rate = _nearest(rates["sgd"], batch, m * d) or 8e9
+        assert plan.steps is not None
         plan.seconds = 4.0 * batch * m * d * plan.steps / rate + 2.0 + RECORD_SECONDS * R
     else:
         step = (m * m + 2 * m * P) * word * 3 + 6 * state
@@ -416,6 +421,7 @@ def _estimate(plan: Plan, batch: int) -> None:
         rate = _nearest(rates["flow"], m * d) or 8e9
         flops = 4 * m * m * d + 4 * m * P * d
         if plan.method == "gd":
+            assert plan.steps is not None
             plan.seconds = flops * plan.steps / rate + 2.0 + RECORD_SECONDS * R
         else:
             plan.seconds = None  # adaptive steps: not known in advance
@@ -532,6 +538,7 @@ def _run(plan: Plan, progress: bool):
     from companion.sgd import SGDConfig, run_sgd
     from companion.student import norms_sq, overlaps
 
+    assert plan.steps is not None
     config = SGDConfig(plan.model, lr=plan.lr, steps=plan.steps, batch=plan.batch, record=plan.record)
     result = run_sgd(config, cache=plan.use_cache, progress=progress)
     teacher, V0 = plan.model.build()

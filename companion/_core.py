@@ -89,7 +89,7 @@ def interval_steps(times: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray
 
 def require_float64(what: str) -> None:
     """Raise a clear error if 64-bit types are off (JAX would silently compute in float32)."""
-    if not jax.config.jax_enable_x64:
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         raise RuntimeError(
             f"{what} computes in float64, but 64-bit types are off: call companion.enable_float64() first"
         )
@@ -97,12 +97,12 @@ def require_float64(what: str) -> None:
 
 def counter_dtype():
     """Step counters: int64 when 64-bit types are enabled, else int32 (runs < 2**31 steps)."""
-    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32  # type: ignore[attr-defined]
 
 
 def record_dtype(dtype):
     """Dtype of the recorded loss: float64 when 64-bit types are enabled, else the state's ``dtype``."""
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.dtype(dtype)
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.dtype(dtype)  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def normal(key, shape, dtype):
     n = math.prod(shape)
     if (
         jnp.dtype(dtype) != jnp.float32
-        or not jax.config.jax_threefry_partitionable
+        or not jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
         or str(jax.random.key_impl(key)) != "threefry2x32"
         or n >= 2**32
     ):

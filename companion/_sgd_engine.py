@@ -296,7 +296,7 @@ def simulate(
         "vectorize": vectorize,
     }
     traced = (
-        jnp.asarray(lr, jnp.float64 if jax.config.jax_enable_x64 else V0.dtype),
+        jnp.asarray(lr, jnp.float64 if jax.config.jax_enable_x64 else V0.dtype),  # type: ignore[attr-defined]
         jnp.asarray(bound, V0.dtype),
         jnp.asarray(label_noise, V0.dtype),
     )

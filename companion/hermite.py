@@ -81,6 +81,8 @@ def _split_gauss_legendre_rule(points: int, breakpoints: Sequence[float], half_w
     """
     edges = sorted({-half_width, half_width, *[float(b) for b in breakpoints]})
     x, w = leggauss(points)
+    nodes: list[np.ndarray] | np.ndarray
+    weights: list[np.ndarray] | np.ndarray
     nodes, weights = [], []
     for lo, hi in zip(edges[:-1], edges[1:], strict=False):
         # 8 panels between breakpoints keep each panel short against the Gaussian's width.
@@ -128,7 +130,7 @@ def hermite_coefficients(
     degree = require_int("degree", degree, 0, 60)
     if breakpoints is None:
         points = require_int("points", points, 2 * degree + 2, 250)
-        rule = _gauss_hermite_rule
+        rule: Callable[[int], tuple[np.ndarray, np.ndarray]] = _gauss_hermite_rule
     else:
         points = require_int("points", points, degree + 2, 400)
         rule = lambda n: _split_gauss_legendre_rule(n, breakpoints)  # noqa: E731
@@ -258,7 +260,7 @@ def hermite_activation(k: int, coefficient: float = 1.0) -> Activation:
     return Activation(name=f"h{k}", coefficients=(0.0,) * k + (float(coefficient),))
 
 
-def activation_from_coefficients(coefficients: Sequence[float], name: str = "custom") -> Activation:
+def activation_from_coefficients(coefficients: Sequence[float] | np.ndarray, name: str = "custom") -> Activation:
     r"""An activation with the given finite Hermite expansion :math:`(\hat\sigma_0, \dots, \hat\sigma_K)`."""
     return Activation(name=name, coefficients=tuple(coefficients))
 

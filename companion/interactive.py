@@ -32,11 +32,15 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .scaling import idealized_escape_times, superposition_loss, time_exponent
 from .teacher import power_law_coefficients
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 __all__ = [
     "InteractiveFigure",
@@ -100,7 +104,7 @@ class InteractiveFigure:
         still: PNG bytes of a still image of the same data (for the PDF and nbval), or ``None``.
     """
 
-    figure: object
+    figure: go.Figure
     name: str
     sliders: Sequence[Slider] = ()
     visibility: dict = field(default_factory=dict)
@@ -315,7 +319,7 @@ def staircase_figure(grid: dict, start: tuple[float, int] | None = None, still=N
 # ----------------------------------------------------------------------------------------------
 
 
-def h4_single_neuron_time(s, s0, a: float = 1.0) -> np.ndarray:
+def h4_single_neuron_time(s, s0, a: float | np.ndarray = 1.0) -> np.ndarray:
     r"""Time at which a lone :math:`h_4` neuron's overlap reaches ``s``: the exact closed form.
 
     Integrating :math:`\dot s = 8as^2(1-s)` from :math:`s_0`:
@@ -459,7 +463,7 @@ def frontier_figure(
         pred = np.broadcast_to(pred[None] if pred.ndim == 2 else pred, L.shape)
     colors = pc.sample_colorscale("Plasma", list(np.linspace(0, 0.85, len(widths))))
     fig = go.Figure()
-    seed_of = []  # seed index of each trace, or None for traces shown with every seed
+    seed_of: list[int | None] = []  # seed index of each trace, or None for traces shown with every seed
     for s in range(S):
         for w, m in enumerate(widths):
             y = L[s, w] + offset

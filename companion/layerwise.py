@@ -373,6 +373,7 @@ def _layerwise_on_budgets(comparison: SampleComparison, seed: int) -> dict[str, 
         keep_directions=True,
     )
     where = np.searchsorted(marks, s1)
+    assert one.record_directions is not None
     loss, recovered, missed = [], [], []
     for n2, idx in zip(comparison.readout_samples, where, strict=False):
         fit = phase_two_samples(

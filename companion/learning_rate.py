@@ -121,6 +121,7 @@ def divergence_time(model: ModelConfig, lr: float, batch: int = 1, horizon: floa
     try:
         simulate(teachers, V0, keys, lr, (steps,), batch=batch, block=config.block_steps, chunk_seconds=5.0)
     except SGDDivergenceError as err:
+        assert err.step is not None
         return lr * err.step
     return math.inf
 

@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 
@@ -380,13 +381,17 @@ def evaluate(row: Row, values: dict[str, str]) -> Entry:
     if any(k not in values for k in needed):
         return Entry(row, theory, measured, low, high, error, "not measured", chapter, missing)
     if row.rule == "interval":
+        assert low is not None and high is not None and theory is not None
         ok = min(low, high) <= theory <= max(low, high)
     elif row.rule == "within_error":
+        assert measured is not None and theory is not None and error is not None
         ok = abs(measured - theory) <= error
     elif row.rule == "ratio":
-        ok = abs(measured / theory - 1) <= row.tolerance
+        assert measured is not None and theory is not None
+        ok = abs(measured / theory - 1) <= cast(float, row.tolerance)
     elif row.rule == "at_most":
-        ok = abs(measured - theory) <= row.tolerance
+        assert measured is not None and theory is not None
+        ok = abs(measured - theory) <= cast(float, row.tolerance)
     else:
         raise ValueError(f"row {row.claim!r}: unknown rule {row.rule!r}")
     return Entry(row, theory, measured, low, high, error, "holds" if ok else "misses", chapter, missing)
@@ -404,7 +409,7 @@ def tolerance_text(entry: Entry) -> str:
     if r.rule == "interval":
         return "theory inside the measured interval"
     if r.rule == "within_error":
-        return "|measured − theory| ≤ " + (f"{entry.error:g}" if entry.error is not None else r.error)
+        return "|measured − theory| ≤ " + (f"{entry.error:g}" if entry.error is not None else cast(str, r.error))
     if r.rule == "at_most":
         return f"|measured − theory| ≤ {r.tolerance:g}"
     return f"|measured / theory − 1| ≤ {r.tolerance:g}"

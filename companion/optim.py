@@ -353,7 +353,7 @@ def train(config: OptimConfig, cache=True, progress: bool = False, chunk_seconds
         jnp.zeros((), counter_dtype()),
         jnp.asarray(-1, counter_dtype()),
     )
-    records = {"steps": [], "loss": [], "overlaps": [], "norms_sq": []}
+    records: dict[str, list] = {"steps": [], "loss": [], "overlaps": [], "norms_sq": []}
 
     def advance(run: _Run, n: int) -> _Run:
         V, state, t, bad = _segment(

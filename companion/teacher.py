@@ -149,7 +149,7 @@ def make_teacher(
     d: int,
     P: int,
     beta: float | None = None,
-    coefficients: Sequence[float] | None = None,
+    coefficients: Sequence[float] | np.ndarray | None = None,
     activation="h4",
     directions: str = "axes",
     key: jax.Array | None = None,

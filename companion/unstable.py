@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -283,6 +283,8 @@ def tracking_curve(
     deviation, same = escape_deviation(result, same_winner_only)
     x = np.broadcast_to(tracking_ratio(result)[:, None, :], deviation.shape)
     edges = np.geomspace(x.min() * 0.999, x.max() * 1.001, bins + 1)
+    centers: list[np.ndarray] | np.ndarray
+    rms: list[np.ndarray] | np.ndarray
     centers, rms, agree, counts = [], [], [], []
     for lo, hi in zip(edges[:-1], edges[1:], strict=False):
         inside = (x >= lo) & (x < hi)
@@ -410,7 +412,9 @@ def loss_fits(result: UnstableResult, beta: float) -> LossFits:
     tail = tail_beyond(P, beta)
     stable_n, stable_loss = result.samples[-1], np.mean(result.loss[-1], axis=0) + tail
     escapes = np.sort(result.flow_escapes[np.isfinite(result.flow_escapes)])
-    window = tuple(float(w) for w in result.batch * escapes[[1, P // 2 - 1]] / result.rates[-1])
+    window = cast(
+        tuple[float, float], tuple(float(w) for w in result.batch * escapes[[1, P // 2 - 1]] / result.rates[-1])
+    )
     stable = _fit_or_none(stable_n, stable_loss, window=window)
     n, loss = rule_points(result)
     rule = _fit_or_none(n[:-1], loss[:-1] + tail, min_points=3)
