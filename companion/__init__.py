@@ -22,7 +22,7 @@ def enable_float64(enable: bool = True) -> None:
     """Make 64-bit types available to JAX in this process (``jax_enable_x64``); ``False`` turns them off.
 
     Call it before creating arrays: arrays made before keep their dtype. Defaults stay float32
-    everywhere in :mod:`companion` (constructors take an explicit ``dtype``).
+    everywhere in ``companion`` (constructors take an explicit ``dtype``).
     """
     jax.config.update("jax_enable_x64", bool(enable))
 

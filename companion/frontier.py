@@ -168,7 +168,7 @@ class SGDWidthSweep:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the rule (the same for every width: it depends on d, B and the teacher)."""
+        """The learning rate of the rule (the same for every width; it depends on d, B and the teacher)."""
         from companion.sgd import stable_lr, theory_lr
 
         if self.rule == "stable":
@@ -206,7 +206,11 @@ class SGDSweepResult(NamedTuple):
         loss: (S, W, R) closed-form population loss.
         escapes: (S, W, P) first time :math:`\\max_k\\bar v_{k,p}^2 \\ge 1/2` (interpolated; ``inf`` if never).
         learned: (S, W, P) first time :math:`\\sum_k\\|v_k\\|^2\\bar v_{k,p}^4 \\ge a_p/2`.
-        widths (W,), seeds (S,), lr, batch, samples (R,): samples drawn by each record.
+        widths: (W,) the widths m.
+        seeds: (S,) the seeds.
+        lr: the learning rate.
+        batch: the batch size B.
+        samples: (R,) samples drawn by each record.
         wall_time: (S, W) seconds of stepping (0 for cached runs).
     """
 

@@ -3,7 +3,7 @@ r"""Learning rates for online SGD: the theory's rate and the measured stability 
 * :func:`theory_lr` — :math:`\eta = c\,B\,a_{\min}\Delta^2 d^{-k_*/2}`, the rate at which SGD tracks
   gradient flow's escape times to a relative :math:`\Delta` (constant measured, :data:`THEORY_LR_NOTE`);
 * :func:`stability_edge`, :func:`stable_lr` — the measured largest stable rate
-  :math:`\approx 0.0088\,B/d` and a production rate below it (:data:`STABILITY_NOTE`);
+  :math:`\approx 0.0088\,B/d` and a production rate below it (``STABILITY_NOTE``);
 * :func:`divergence_time`, :func:`find_stability_edge` — probes that measure the edge by running
   the engine (:func:`companion.sgd.simulate`).
 """

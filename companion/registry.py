@@ -61,6 +61,7 @@ class Experiment:
         return runner(self.check_preset(preset), progress)
 
 
+#: Every registered experiment, by name.
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
