@@ -30,7 +30,7 @@ SOURCES = ("abstract", "authors", "summary", "derived", "unknown")
 
 @dataclass(frozen=True)
 class Row:
-    """One quantitative claim.
+    r"""One quantitative claim.
 
     Attributes:
         claim: the claim in words.
@@ -43,8 +43,9 @@ class Row:
         low, high: glue keys of the measured value's interval (None: no interval).
         error: glue key of a ± half-width, used with ``rule="within_error"``.
         rule: the tolerance: ``"interval"`` (theory inside [low, high]), ``"within_error"``
-            (|measured - theory| <= error), ``"ratio"`` (|measured/theory - 1| <= ``tolerance``),
-            ``"at_most"`` (|measured - theory| <= ``tolerance``).
+            (:math:`|\text{measured} - \text{theory}| \le` error), ``"ratio"``
+            (:math:`|\text{measured}/\text{theory} - 1| \le` ``tolerance``),
+            ``"at_most"`` (:math:`|\text{measured} - \text{theory}| \le` ``tolerance``).
         tolerance: relative tolerance for ``rule="ratio"``.
         why: why that tolerance is honest.
         scale: the setting the number was measured at (d, P, m, method), from the chapter's presets.

@@ -7,6 +7,7 @@ the chapter shows it beside its executed small run. This module stamps such a su
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep --preset medium --out book/results/width_sweep_medium.json
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep_sgd --preset book --out book/results/width_sweep_sgd_book.json
     JAX_PLATFORMS=cpu python -m companion.provenance prediction_scale --preset medium --out book/results/prediction_scale.json
+    JAX_PLATFORMS=cpu python -m companion.provenance unstable_lr --preset medium --out book/results/unstable_lr_medium.json
 
 (``python -m companion reproduce NAME --preset P --out FILE`` writes the short summary of the
 command line without provenance; this runner writes every array the chapter reads, with it.)
@@ -132,11 +133,18 @@ def _prediction_scale_summary(preset: str, progress: bool) -> dict:
     return prediction_scale_scan(preset, progress=progress)
 
 
+def _unstable_lr_summary(preset: str, progress: bool) -> dict:
+    from companion.unstable import reproduce_unstable
+
+    return reproduce_unstable(preset, progress=progress)
+
+
 #: Experiments this runner can summarize in full.
 SUMMARIES: dict[str, Callable[[str, bool], dict]] = {
     "width_sweep": _width_sweep_summary,
     "width_sweep_sgd": _width_sweep_sgd_summary,
     "prediction_scale": _prediction_scale_summary,
+    "unstable_lr": _unstable_lr_summary,
 }
 
 

@@ -10,31 +10,31 @@ would blow up at :math:`T_{kq} = 1/(4I(I-1)\hat\sigma_{2I}^2 M_{kq})` with the *
 once it has, its student is taken and its direction is deflated, so both leave the race. Greedy
 maximum selection repeats this on what remains (paper brief §5):
 
-1. :math:`(k_s, q_s) = \arg\max_{k\notin K_{<s},\, q\notin Q_{<s}} M_{kq}`;
-2. record :math:`\pi(q_s) = k_s`, delete row :math:`k_s` and column :math:`q_s`;
+1. :math:`(k_i, q_i) = \arg\max_{k\notin K_{<i},\, q\notin Q_{<i}} M_{kq}`;
+2. record :math:`\pi(q_i) = k_i`, delete row :math:`k_i` and column :math:`q_i`;
 3. stop after ``n_pairs`` stages (default :math:`\min(m, P)`).
 
 Ties are broken by the lowest student index, then the lowest teacher index (row-major order).
-The predicted times :math:`T_{(s)} = 1/(4I(I-1)\hat\sigma_{2I}^2 M_{k_s q_s})` are non-decreasing.
+The predicted times :math:`T_{(i)} = 1/(4I(I-1)\hat\sigma_{2I}^2 M_{k_i q_i})` are non-decreasing.
 
 **Gaps (our definitions; the paper's exact ones were not available).** Each is a *ratio* of
 strengths, hence also a ratio of leading-order escape times (:math:`T \propto 1/M`), and is
-:math:`\ge 1` by construction of the greedy order. With :math:`K_s, Q_s` the students and
-directions still free at the start of stage s (so :math:`k_s\in K_s`, :math:`q_s\in Q_s`):
+:math:`\ge 1` by construction of the greedy order. With :math:`\mathcal K_i, \mathcal Q_i` the students and
+directions still free at the start of stage :math:`i` (so :math:`k_i\in \mathcal K_i`, :math:`q_i\in \mathcal Q_i`):
 
-* row gap :math:`\;R_s = M_{k_s q_s} / \max_{q\in Q_s\setminus\{q_s\}} M_{k_s q}`: how much more
-  student :math:`k_s` is drawn to :math:`q_s` than to any other free direction;
-* column gap :math:`\;C_s = M_{k_s q_s} / \max_{k\in K_s\setminus\{k_s\}} M_{k q_s}`: how far
-  ahead of every other free student :math:`k_s` is on :math:`q_s`;
-* threshold gap :math:`\;\Theta_s = M_{k_s q_s} / M_{k_{s+1} q_{s+1}}`: the margin between the
-  s-th pair and the next candidate (the largest strength left after s stages). If the run
+* row gap :math:`\;g^{\rm row}_i = M_{k_i q_i} / \max_{q\in \mathcal Q_i\setminus\{q_i\}} M_{k_i q}`: how much more
+  student :math:`k_i` is drawn to :math:`q_i` than to any other free direction;
+* column gap :math:`\;g^{\rm col}_i = M_{k_i q_i} / \max_{k\in \mathcal K_i\setminus\{k_i\}} M_{k q_i}`: how far
+  ahead of every other free student :math:`k_i` is on :math:`q_i`;
+* threshold gap :math:`\;g^{\rm thr}_i = M_{k_i q_i} / M_{k_{i+1} q_{i+1}}`: the margin between the
+  :math:`i`-th pair and the next candidate (the largest strength left after :math:`i` stages). If the run
   targets the first :math:`P_*` pairs (or a horizon that ends between :math:`T_{(P_*)}` and
-  :math:`T_{(P_*+1)}`), :math:`\Theta_{P_*}` says how safely the un-targeted pairs stay put;
-* capture gap (ours, not in the brief) :math:`\;K_s = \min_{s'<s} M_{k_{s'} q_{s'}} / M_{k_s q_{s'}}`:
-  how far student :math:`k_s` trails the winner of every *earlier* direction. The row gap ignores
+  :math:`T_{(P_*+1)}`), :math:`g^{\rm thr}_{P_*}` says how safely the un-targeted pairs stay put;
+* capture gap (ours, not in the brief) :math:`\;g^{\rm cap}_i = \min_{i'<i} M_{k_{i'} q_{i'}} / M_{k_i q_{i'}}`:
+  how far student :math:`k_i` trails the winner of every *earlier* direction. The row gap ignores
   those directions because they are deflated once learned, but a student that nearly ties an
   earlier winner follows it towards that direction before the deflation is complete, and either
-  stays there with a vanishing norm or is held near it long enough to lose :math:`q_s` or escape
+  stays there with a vanishing norm or is held near it long enough to lose :math:`q_i` or escape
   late (both seen in simulation at d = 256: among pairs clearing a 20% margin on the row and
   column gaps, 94% matched the observed winner; adding the capture gap, 99%).
 
@@ -56,13 +56,13 @@ class Selection(NamedTuple):
     r"""Result of :func:`greedy_selection`; stage arrays are in selection order (length n).
 
     Attributes:
-        students: :math:`k_s`, shape (n,).
-        teachers: :math:`q_s`, shape (n,).
-        strengths: :math:`M_{k_s q_s}`, shape (n,), non-increasing.
-        times: predicted leading-order escape (blow-up) times :math:`T_{(s)}`, shape (n,).
+        students: :math:`k_i`, shape (n,).
+        teachers: :math:`q_i`, shape (n,).
+        strengths: :math:`M_{k_i q_i}`, shape (n,), non-increasing.
+        times: predicted leading-order escape (blow-up) times :math:`T_{(i)}`, shape (n,).
         matching: :math:`\pi`, shape (P,): the student selected for each teacher direction, -1 if none.
         row_gap, column_gap, threshold_gap, capture_gap: the gap ratios
-            :math:`R_s, C_s, \Theta_s, K_s`, shape (n,).
+            :math:`g^{\rm row}_i, g^{\rm col}_i, g^{\rm thr}_i, g^{\rm cap}_i`, shape (n,).
         strength_matrix: :math:`M`, shape (m, P).
     """
 
