@@ -51,7 +51,7 @@ test: lint book
 	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory pdf-from-build; \
 	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
-	$(RUN) $(TESTCACHE) $(BIN)/python -m coverage run -m pytest -q --nbval --nbval-current-env \
+	$(RUN) $(TESTCACHE) $(BIN)/python -m coverage run -m pytest -q --durations=20 --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
 	$(BIN)/python tests/check_coverage.py
 

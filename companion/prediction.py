@@ -51,6 +51,7 @@ import numpy as np
 
 from companion._validate import require_int
 from companion.config import ModelConfig
+from companion.experiments import SweepResult
 
 #: Rescaled time step and span of the settle integration (:math:`\tau = a_q t`).
 _TAU_STEP = 0.005
@@ -288,19 +289,10 @@ def run_prediction(run: PredictionRun, cache=None) -> Prediction:
     return pred
 
 
-class PredictedSweep(NamedTuple):
-    """Predicted arrays over widths and seeds, indexed like :class:`companion.experiments.SweepResult`.
-
-    Attributes: times (R,), loss (S, W, R), escapes, learned, winners (S, W, P), widths (W,), seeds (S,).
-    """
-
-    times: np.ndarray
-    loss: np.ndarray
-    escapes: np.ndarray
-    learned: np.ndarray
-    winners: np.ndarray
-    widths: np.ndarray
-    seeds: np.ndarray
+#: Predicted arrays over widths and seeds: the fields of a simulated sweep
+#: (:class:`companion.experiments.SweepResult`: times (R,), loss (S, W, R), escapes, learned,
+#: winners (S, W, P), widths (W,), seeds (S,)), so every analysis of a sweep applies to a prediction.
+PredictedSweep = SweepResult
 
 
 def predict_sweep(
