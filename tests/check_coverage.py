@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.floor <= 100.0:
         parser.error(f"--floor must be in [0, 100], got {args.floor}")
-    cov = coverage.Coverage(data_file=args.data_file, config_file=str(ROOT / "pyproject.toml"))
+    # Coverage(data_file=None) means "no data file at all", not "the configured one": pass it only when given.
+    options = {"data_file": args.data_file} if args.data_file else {}
+    cov = coverage.Coverage(config_file=str(ROOT / "pyproject.toml"), **options)
     cov.load()
     if not cov.get_data().measured_files():
         print("check_coverage: no coverage data; run the tests under `coverage run` first", file=sys.stderr)

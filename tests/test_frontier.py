@@ -70,3 +70,13 @@ def test_sgd_sweep_at_test_preset(tmp_path, monkeypatch):
     assert summary["lr"] == sweep.lr and len(summary["final_loss"][0]) == W
     twin = gd_twin(sweep)
     assert twin.widths == sweep.widths and twin.horizon == sweep.horizon
+    # The provenance runner writes the full summary from the same cached runs, stamped.
+    from companion.provenance import load_result, main
+
+    out = tmp_path / "results" / "width_sweep_sgd_test.json"
+    assert main(["width_sweep_sgd", "--preset", "test", "--out", str(out)]) == 0
+    written = load_result(out)
+    prov = written["provenance"]
+    assert prov["preset"] == "test" and prov["command"].endswith(f"width_sweep_sgd --preset test --out {out}")
+    assert prov["jax_backend"] == "cpu" and prov["machine"]["cpus"] >= 1
+    assert written["lr"] == sweep.lr and np.asarray(written["loss"], float).shape == result.loss.shape

@@ -79,3 +79,31 @@ def test_every_glued_verdict_has_a_row():
             if pattern.search(key) and (notebook.stem, key) not in covered:
                 orphans.append(f"{notebook.stem}:{key}")
     assert not orphans, f"chapters glue verdicts that no ledger row records: {orphans}"
+
+
+def test_unknown_rule_is_refused_and_a_missing_chapter_glues_nothing(tmp_path):
+    with pytest.raises(ValueError, match="unknown rule 'between'"):
+        lg.evaluate(_row(rule="between"), {"m": "1", "t": "1", "lo": "0", "hi": "2"})
+    assert lg.glued("no_such_chapter", tmp_path) == {}
+    assert lg._value("'-0.79'") == "-0.79" and lg._value("not a literal (") == "not a literal ("
+
+
+def test_table_rows_show_every_rule_with_its_numbers():
+    rows = [
+        (_row(), {"m": "-0.7", "t": "-0.75", "lo": "-0.8", "hi": "-0.6"}),
+        (_row(rule="ratio", tolerance=0.1, low=None, high=None), {"m": "1.2", "t": "1"}),
+        (_row(rule="within_error", error="e", low=None, high=None, theory="=3"), {"m": "2.9", "e": "0.2"}),
+        (_row(rule="at_most", tolerance=0.05, theory="=0", low=None, high=None), {"m": "7%"}),
+    ]
+    entries = [lg.evaluate(r, v) for r, v in rows]
+    table = lg.table_rows(entries)
+    assert [len(r) for r in table] == [8] * 4
+    assert table[0][3] == "-0.7 (-0.8 to -0.6)" and table[0][5].startswith("theory inside the measured interval")
+    assert table[1][5].startswith("|measured / theory − 1| ≤ 0.1") and table[1][6] == "misses"
+    assert table[2][3] == "2.9 ± 0.2" and table[2][5].startswith("|measured − theory| ≤ 0.2")
+    assert table[3][2] == "0" and table[3][5].startswith("|measured − theory| ≤ 0.05")
+    assert all(r[7] == "[x](x.md)" for r in table)
+    unmeasured = lg.table_rows([lg.evaluate(rows[2][0], {})])[0]
+    assert (
+        unmeasured[3] == "—" and unmeasured[5].startswith("|measured − theory| ≤ e") and unmeasured[6] == "not measured"
+    )

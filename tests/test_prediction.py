@@ -96,3 +96,27 @@ def test_bad_activation_is_refused():
 
     with pytest.raises(ValueError, match="information exponent"):
         predict_from_init(V0, teacher)
+
+
+def test_predict_sweep_is_predict_at_every_width_and_seed(tmp_path):
+    from companion.prediction import predict_sweep
+
+    model = ModelConfig(d=32, P=8, m=1)
+    t = np.logspace(0, 3, 20)
+    sweep = predict_sweep(model, [2, 8], [0, 1], t, refined=False, cache=tmp_path)
+    assert sweep.loss.shape == (2, 2, 20) and sweep.escapes.shape == sweep.learned.shape == (2, 2, 8)
+    one = predict(model.replace(m=8, seed=1), refined=False)
+    np.testing.assert_array_equal(sweep.learned[1, 1], one.learned)
+    np.testing.assert_allclose(sweep.loss[1, 1], predicted_loss(one, t))
+    assert np.isfinite(sweep.learned[:, 0]).sum(-1).tolist() == [2, 2]  # a width-2 student learns two
+    with pytest.raises(ValueError, match="non-empty"):
+        predict_sweep(model, [], [0], t, cache=False)
+    with pytest.raises(ValueError, match="widths must be < P = 8"):
+        plateau_ratio(sweep.loss[:, :, -1], one.coefficients, [2, 8])
+
+
+def test_no_escape_leaves_the_whole_loss_and_empty_norms_settle_at_once():
+    pred = predict(ModelConfig(d=32, P=8, m=2, seed=1))
+    never = pred._replace(escapes=np.full_like(pred.escapes, np.inf))
+    np.testing.assert_allclose(predicted_loss(never, [1.0, 1e6], "smooth"), 0.5 * np.sum(pred.coefficients**2))
+    assert settle_time(np.zeros((0,))).shape == (0,)

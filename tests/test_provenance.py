@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from companion.provenance import load_result, provenance, write_result
+from companion.provenance import load_result, main, provenance, to_jsonable, write_result
 
 
 def test_provenance_round_trip(tmp_path):
@@ -16,3 +16,16 @@ def test_provenance_round_trip(tmp_path):
     back = load_result(path)
     assert back["provenance"]["preset"] == "test" and back["x"] == [1.0, None]
     json.loads(path.read_text())
+
+
+def test_to_jsonable_handles_configs_numpy_scalars_and_non_finite_values():
+    from companion.config import ModelConfig
+
+    out = to_jsonable({"model": ModelConfig(d=8, m=2, P=2), 3: (np.int64(4), np.bool_(True), np.float32(np.nan))})
+    assert out["model"]["d"] == 8 and out["3"] == [4, True, None]
+    json.dumps(out)
+
+
+def test_runner_refuses_an_unknown_experiment(tmp_path, capsys):
+    assert main(["width_sweeps", "--preset", "test", "--out", str(tmp_path / "r.json")]) == 2
+    assert "unknown experiment 'width_sweeps'" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
