@@ -5,16 +5,19 @@ and fails if a page has raw TeX left unrendered, a missing figure, a broken inte
 Python traceback in an output. On pages with interactive figures it moves every slider (setting
 the range input and dispatching its ``input`` event, as a reader's drag does) and fails if the
 figure did not change. It loads each page again at phone width (390 px) and fails on horizontal
-overflow of the page. Saves two screenshots per page (1280 px and 390 px wide) and lists code
+overflow of the page. Saves two screenshots per page (1280 px and 390 px wide; ``--no-shots``: none) and lists code
 blocks and outputs wider than the text column at the theme's default width (they scroll inside
 themselves; listed, not failed).
 
-Usage: python tests/browser.py [--html _build/html] [--shots _build/screenshots]
+Pages are checked ``--jobs`` at a time (default 2), each in its own Chromium profile.
+
+Usage: python tests/browser.py [--html _build/html] [--shots _build/screenshots] [--no-shots] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import http.server
 import json
@@ -284,11 +287,33 @@ def check_page(dom: str, page_url: str, base: str) -> list[str]:
     return problems
 
 
+def check_one(chromium: str, base: str, page: str, shots: Path | None) -> tuple[list[str], dict | None]:
+    """Load one page at desktop and at phone width (its own Chromium profile), check it, and save
+    its two screenshots into ``shots`` (None: none). Returns (problems, the in-page findings)."""
+    url = base + page
+    with tempfile.TemporaryDirectory() as profile:
+        dom = render(chromium, url + "?companion-check", profile)
+        found = page_check(dom)
+        problems = check_page(dom, url, base) + check_interactive(found, dom)
+        framed = f"{base}__phone__?{urllib.parse.quote('/' + page + '?companion-check')}"
+        problems += check_phone(page_check(render(chromium, framed, profile, (500, PHONE[1]))))
+        if shots is not None:
+            stem = Path(page).stem
+            screenshot(chromium, url, profile, shots / f"{stem}.png")
+            phone = f"{base}__phone__?{urllib.parse.quote('/' + page)}"
+            screenshot(chromium, phone, profile, shots / f"{stem}-phone.png", (PHONE[0], PHONE[1]))
+    return problems, found
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
     parser.add_argument("--shots", type=Path, default=ROOT / "_build" / "screenshots")
+    parser.add_argument("--no-shots", action="store_true", help="check only, save no screenshots")
+    parser.add_argument("--jobs", type=int, default=2, help="pages checked at once, each by its own Chromium")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     chromium = find_chromium()
     if chromium is None:
         print("chromium not found: install Debian's 'chromium' package")
@@ -296,28 +321,16 @@ def main(argv=None) -> int:
     if not (args.html / "book").is_dir():
         print(f"no built book under {args.html}: run `make book` first")
         return 2
-    args.shots.mkdir(parents=True, exist_ok=True)
+    shots = None if args.no_shots else args.shots
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
     server, base = serve(args.html)
+    book = pages(args.html)
     failures = 0
     try:
-        with tempfile.TemporaryDirectory() as profile:
-            for page in pages(args.html):
-                url = base + page
-                dom = render(chromium, url + "?companion-check", profile)
-                found = page_check(dom)
-                problems = check_page(dom, url, base) + check_interactive(found, dom)
-                framed = f"{base}__phone__?{urllib.parse.quote('/' + page + '?companion-check')}"
-                phone = page_check(render(chromium, framed, profile, (500, PHONE[1])))
-                problems += check_phone(phone)
-                stem = Path(page).stem
-                screenshot(chromium, url, profile, args.shots / f"{stem}.png")
-                screenshot(
-                    chromium,
-                    f"{base}__phone__?{urllib.parse.quote('/' + page)}",
-                    profile,
-                    args.shots / f"{stem}-phone.png",
-                    (PHONE[0], PHONE[1]),
-                )
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            results = pool.map(lambda page: check_one(chromium, base, page, shots), book)
+            for page, (problems, found) in zip(book, results, strict=True):  # printed in page order
                 status = "ok" if not problems else "FAIL"
                 sliders = sum(len(f["sliders"]) for f in (found or {}).get("figures", []))
                 print(f"{status:4} {page}" + (f" ({sliders} sliders moved)" if sliders else ""))
@@ -328,7 +341,8 @@ def main(argv=None) -> int:
                 failures += bool(problems)
     finally:
         server.shutdown()
-    print(f"{failures} of {len(pages(args.html))} pages with problems; screenshots in {args.shots}")
+    where = f"screenshots in {shots}" if shots is not None else "no screenshots"
+    print(f"{failures} of {len(book)} pages with problems; {where}")
     return 1 if failures else 0
 
 

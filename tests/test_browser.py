@@ -1,7 +1,8 @@
 """Every built page renders for a reader: math typeset, figures present, links alive, no tracebacks.
 
 Runs tests/browser.py against _build/html (made by `make book`, which `make test` runs first).
-Skips, saying why, when Chromium or the built book is missing.
+Skips, saying why, when Chromium or the built book is missing. Saves no screenshots: run
+`python tests/browser.py` for them.
 """
 
 import browser
@@ -13,7 +14,7 @@ def test_pages_render_in_a_browser(tmp_path, capsys):
         pytest.skip("Chromium is not installed (apt-get install chromium); the browser check did not run")
     if not (browser.ROOT / "_build" / "html" / "book").is_dir():
         pytest.skip("no built book in _build/html: run `make book` first")
-    code = browser.main([])
+    code = browser.main(["--no-shots"])  # screenshots: `python tests/browser.py` (twice the Chromium launches)
     report = capsys.readouterr().out
     assert code == 0, report
     assert "FAIL" not in report
