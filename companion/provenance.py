@@ -148,6 +148,17 @@ SUMMARIES: dict[str, Callable[[str, bool], dict]] = {
 }
 
 
+def _preset_names(experiment: str) -> tuple[str, ...]:
+    """The presets of ``experiment`` (the registry's, or the prediction scan's own)."""
+    if experiment == "prediction_scale":
+        from companion.prediction import SCALE_SCAN
+
+        return tuple(SCALE_SCAN)
+    from companion.registry import get_experiment
+
+    return get_experiment(experiment).preset_names()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m companion.provenance", description=__doc__.split("\n")[0])
     parser.add_argument("experiment", help=f"one of {sorted(SUMMARIES)}")
@@ -157,6 +168,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.experiment not in SUMMARIES:
         print(f"unknown experiment {args.experiment!r}; known: {sorted(SUMMARIES)}", file=sys.stderr)
+        return 2
+    presets = _preset_names(args.experiment)
+    if args.preset not in presets:  # refused before any compute, naming the flag
+        print(
+            f"--preset must be one of {', '.join(presets)} for {args.experiment}, got {args.preset!r}", file=sys.stderr
+        )
         return 2
     command = "JAX_PLATFORMS=cpu python -m companion.provenance " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from companion.provenance import load_result, main, provenance, to_jsonable, write_result
 
@@ -29,3 +30,11 @@ def test_to_jsonable_handles_configs_numpy_scalars_and_non_finite_values():
 def test_runner_refuses_an_unknown_experiment(tmp_path, capsys):
     assert main(["width_sweeps", "--preset", "test", "--out", str(tmp_path / "r.json")]) == 2
     assert "unknown experiment 'width_sweeps'" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("experiment", ["width_sweep", "width_sweep_sgd", "prediction_scale", "unstable_lr"])
+def test_runner_refuses_an_unknown_preset_before_any_compute(experiment, tmp_path, capsys):
+    assert main([experiment, "--preset", "huge", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("--preset must be one of ") and "test" in err and "'huge'" in err
+    assert not (tmp_path / "r.json").exists()
