@@ -196,6 +196,12 @@ WIDTH_SWEEPS: dict[str, WidthSweep] = {
     "medium": WidthSweep(
         ModelConfig(d=512, P=256, m=1), widths=(16, 32, 64, 128, 256, 512), seeds=(0,), horizon=5000.0
     ),
+    # large: the largest gradient-descent sweep committed from 2 CPU cores (about an hour,
+    # book/results/width_sweep_large.json); its horizon covers the leading-order predicted learning
+    # time of every direction a width learns (at most 3843 for m <= 256, 3670 for m = 1024) plus 50%.
+    "large": WidthSweep(
+        ModelConfig(d=1024, P=512, m=1), widths=(32, 64, 128, 256, 512, 1024), seeds=(0,), horizon=6000.0
+    ),
     "paper": WidthSweep(
         ModelConfig(d=2048, P=1024, m=1), widths=(32, 64, 128, 256, 512, 1024, 2048), horizon=2.0e4, dt=0.1, records=400
     ),
