@@ -279,6 +279,10 @@ SGD_WIDTH_SWEEPS: dict[str, SGDWidthSweep] = {
     "test": SGDWidthSweep(ModelConfig(d=16, P=8, m=1), widths=(2, 4, 8), horizon=60.0, batch=64, records=16),
     "book": SGDWidthSweep(ModelConfig(d=32, P=16, m=1), widths=(2, 4, 8, 16, 32), horizon=300.0, batch=128),
     "medium": SGDWidthSweep(ModelConfig(d=64, P=32, m=1), widths=(4, 8, 16, 32, 64), horizon=400.0, batch=256),
+    # large: the largest SGD sweep committed from 2 CPU cores (book/results/width_sweep_sgd_large.json);
+    # its horizon is about 6.7 times the widest student's leading-order predicted learning time of its
+    # last direction (180), the same multiple as medium's (400 / 60).
+    "large": SGDWidthSweep(ModelConfig(d=128, P=64, m=1), widths=(8, 16, 32, 64, 128), horizon=1200.0, batch=512),
     "paper": SGDWidthSweep(
         ModelConfig(d=2048, P=1024, m=1),
         widths=(32, 64, 128, 256, 512, 1024, 2048),
