@@ -42,25 +42,34 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(command: str, preset: str, wall_time_s: float) -> dict[str, Any]:
+def git_state() -> dict[str, Any]:
+    """The code's commit (``git rev-parse HEAD``) and whether tracked files had uncommitted changes
+    (``dirty``); None for each where git cannot tell. Taken when a run *starts*: a commit made
+    while a long run goes on must not be recorded as the code that produced it."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def provenance(command: str, preset: str, wall_time_s: float, code: dict[str, Any] | None = None) -> dict[str, Any]:
     """The provenance record of a result.
 
     Args:
         command: the command line that produced it (as a reader would type it).
         preset: the experiment's preset name.
         wall_time_s: wall-clock seconds the computation took (cold cache unless stated).
+        code: :func:`git_state` taken when the run started (default: taken now).
     Returns:
-        a JSON-able dict: command, commit (``git rev-parse HEAD``, with ``dirty`` when the working tree
-        had uncommitted changes), preset, wall_time_s, finished (UTC), machine (platform, processor,
-        CPU count), python, jax_backend and jax_version.
+        a JSON-able dict: command, commit (``git rev-parse HEAD`` when the run started, with ``dirty``
+        when the working tree had uncommitted changes), preset, wall_time_s, finished (UTC), machine
+        (platform, processor, CPU count), python, jax_backend and jax_version.
     """
     import jax
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    code = git_state() if code is None else code
     return {
         "command": command,
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
+        "commit": code["commit"],
+        "dirty": code["dirty"],
         "preset": preset,
         "wall_time_s": round(float(wall_time_s), 1),
         "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -180,9 +189,10 @@ def main(argv=None) -> int:
     command = "JAX_PLATFORMS=cpu python -m companion.provenance " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    code = git_state()  # the code that runs, not whatever HEAD is when it finishes
     start = time.perf_counter()
     summary = SUMMARIES[args.experiment](args.preset, args.progress)
-    prov = provenance(command, args.preset, time.perf_counter() - start)
+    prov = provenance(command, args.preset, time.perf_counter() - start, code)
     write_result(args.out, summary, prov)
     print(f"wrote {args.out} ({prov['wall_time_s']} s)")
     return 0

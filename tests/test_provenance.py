@@ -38,3 +38,15 @@ def test_runner_refuses_an_unknown_preset_before_any_compute(experiment, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("--preset must be one of ") and "test" in err and "'huge'" in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_runner_records_the_commit_it_started_from_not_one_made_during_the_run(tmp_path, monkeypatch):
+    """A long background run must not be stamped with a commit made while it ran."""
+    from companion import provenance as prov_module
+
+    states = iter([{"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}])
+    monkeypatch.setattr(prov_module, "git_state", lambda: next(states))
+    monkeypatch.setitem(prov_module.SUMMARIES, "width_sweep", lambda preset, progress: {"preset": preset})
+    assert main(["width_sweep", "--preset", "test", "--out", str(tmp_path / "r.json")]) == 0
+    back = load_result(tmp_path / "r.json")["provenance"]
+    assert back["commit"] == "a" * 40 and back["dirty"] is False
