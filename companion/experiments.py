@@ -83,6 +83,42 @@ def run_flow(run: FlowRun, cache: Cache | None = None) -> dict[str, np.ndarray]:
     return arrays
 
 
+class IdleNeurons(NamedTuple):
+    r"""The neurons of one run that win no direction (:func:`idle_neurons`), at the run's horizon.
+
+    Attributes:
+        idle: neurons that are no direction's winner (first to overlap² 1/2), shape (n,).
+        aligned_with: for each, the direction of its largest final overlap², shape (n,).
+        overlap_sq: that overlap², shape (n,).
+        duplicate: the direction has another winner and the overlap² is at least 0.9: the neuron
+            followed a direction another neuron won, instead of moving on to one of its own, shape (n,).
+        norm_share: its final norm² over the direction's :math:`a_q` (the part of the direction it holds), shape (n,).
+    """
+
+    idle: np.ndarray
+    aligned_with: np.ndarray
+    overlap_sq: np.ndarray
+    duplicate: np.ndarray
+    norm_share: np.ndarray
+
+
+def idle_neurons(run: FlowRun) -> IdleNeurons:
+    """Run ``run`` again (uncached: the cache keeps summaries, not the final overlaps) and describe
+    the neurons that win no direction. Cost: one gradient-descent run; meant for small sweeps."""
+    teacher, V0 = run.model.build()
+    trajectory = euler_flow(V0, teacher, run.times(), dt=run.dt)
+    winners, _ = direction_escapes(trajectory)
+    winners = np.asarray(winners)
+    c2 = np.asarray(trajectory.overlaps[-1], dtype=np.float64) ** 2  # (m, P)
+    idle = np.setdiff1d(np.arange(c2.shape[0]), winners[winners >= 0])
+    best = np.argmax(c2[idle], axis=1) if idle.size else np.zeros(0, dtype=np.int64)
+    overlap_sq = c2[idle, best]
+    a = np.asarray(teacher.coefficients, dtype=np.float64)
+    norms = np.asarray(trajectory.norms_sq[-1], dtype=np.float64)[idle]
+    duplicate = (winners[best] >= 0) & (overlap_sq >= 0.9)
+    return IdleNeurons(idle, best, overlap_sq, duplicate, norms / a[best])
+
+
 @dataclass(frozen=True)
 class WidthSweep:
     r"""Gradient descent on the population loss for every width in ``widths`` and seed in ``seeds``.

@@ -36,7 +36,8 @@ lone-neuron loss of each direction, :math:`\tfrac12 a_q^2\,(1 - 2u s^2 + u^2)`, 
 out; their loss is :math:`\tfrac12\|v_k(0)\|^4` each).
 
 What it leaves out: interactions between small-norm, unaligned neurons; a second neuron captured by
-an already learned direction (the capture gap of the selection chapter); the pull of a learned
+an already learned direction (the capture gap of the selection chapter; its effect on the frontier
+is measured by :func:`attribute_frontier_gap` and :func:`companion.experiments.idle_neurons`); the pull of a learned
 direction on its own winner's rivals. Cost: :math:`O(\min(m,P)\,mP)` for the selection (NumPy) plus
 :math:`\min(m,P)` RK4 solves of size P for the refined times; no gradient step at all.
 """
@@ -421,3 +422,101 @@ def prediction_scale_scan(preset: str = "medium", refined: bool = False, progres
             }
         )
     return {"experiment": "prediction_scale", "preset": preset, "beta": 0.8, "rows": rows}
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a prediction misses: the learned set or the learning times
+# ----------------------------------------------------------------------------------------------
+
+
+def oracle_sweep(result: SweepResult, coefficients) -> SweepResult:
+    r"""Step loss curves from a sweep's *measured* learning times,
+    :math:`\tfrac12\sum_q a_q^2\mathbf 1\{t < T^{\rm meas}_q\}`: the prediction's loss model with
+    perfect knowledge of who learns what and when. Same fields as ``result``; only ``loss`` changes.
+
+    Args:
+        result: a measured (or predicted) sweep: times (R,), learned (S, W, P).
+        coefficients: :math:`a`, shape (P,).
+    """
+    from companion.scaling import superposition_loss
+
+    a = np.asarray(coefficients, dtype=np.float64)
+    S, W, P = result.learned.shape
+    if a.shape != (P,):
+        raise ValueError(f"coefficients must have shape (P,) = ({P},), got {a.shape}")
+    loss = np.array([[superposition_loss(a, result.learned[s, w], result.times) for w in range(W)] for s in range(S)])
+    return result._replace(loss=loss)
+
+
+class GapAttribution(NamedTuple):
+    r"""Where a predicted sweep's frontier parts from the measured one (:func:`attribute_frontier_gap`).
+
+    Attributes:
+        measured, oracle, predicted: frontier slopes (mean over seeds) of the measured curves, of the
+            step curves from the measured learning times (:func:`oracle_sweep`), and of the prediction.
+        time_ratio: median predicted/measured learning time over directions both learn by the horizon.
+        measured_learned, predicted_learned: directions learned by the horizon, summed over seeds and widths.
+        missed: directions predicted to be learned by the horizon but not learned, summed likewise.
+        unpredicted: learned but not predicted.
+        missed_share: the loss of the missed directions, :math:`\tfrac12\sum a_q^2`, over the
+            measured final loss, at each seed and width (S, W) (0 where none is missed).
+    """
+
+    measured: float
+    oracle: float
+    predicted: float
+    time_ratio: float
+    measured_learned: int
+    predicted_learned: int
+    missed: int
+    unpredicted: int
+    missed_share: np.ndarray
+
+
+def attribute_frontier_gap(
+    result: SweepResult, prediction: SweepResult, coefficients, P: int, beta: float
+) -> GapAttribution:
+    r"""Split a frontier miss into its two possible sources: the learning *times* and the learned *set*.
+
+    The prediction's loss is a step superposition over directions. Its frontier can miss because it
+    puts the steps at the wrong times, or because it counts the wrong directions as learned (a neuron
+    that wins no direction of its own; greedy selection gives every neuron one while directions remain).
+    The step curves built from the measured learning times (:func:`oracle_sweep`) have the measured
+    set and the measured times: if their frontier equals the measured one, the curve *shape* between
+    steps is not the cause, and what is left between them and the prediction is times and set, told
+    apart by ``time_ratio`` and ``missed``.
+
+    Args:
+        result: the measured sweep; ``prediction``: its prediction at the same ``times`` (step shape).
+        coefficients: :math:`a` (P,); ``P``, ``beta``: the teacher, for the fits
+            (:func:`companion.frontier.fit_exponents`; all three are fitted on the measured sweep's window).
+    """
+    from companion.frontier import fit_exponents
+
+    if prediction.loss.shape != result.loss.shape or prediction.learned.shape != result.learned.shape:
+        raise ValueError(
+            f"prediction and result must have the same shapes, got loss {prediction.loss.shape} vs {result.loss.shape}"
+        )
+    a = np.asarray(coefficients, dtype=np.float64)
+    horizon = result.times[-1]
+
+    def slope(sweep):
+        fits = fit_exponents(sweep.times, sweep.loss, result.escapes, result.widths, P, beta)
+        return float(np.nanmean(fits.frontier))
+
+    meas = np.isfinite(result.learned) & (result.learned <= horizon)
+    pred = np.isfinite(prediction.learned) & (prediction.learned <= horizon)
+    both = meas & pred
+    missed = pred & ~meas
+    missed_loss = 0.5 * np.sum(np.where(missed, a**2, 0.0), axis=-1)
+    return GapAttribution(
+        slope(result),
+        slope(oracle_sweep(result, a)),
+        slope(prediction),
+        float(np.median(prediction.learned[both] / result.learned[both])) if both.any() else float("nan"),
+        int(meas.sum()),
+        int(pred.sum()),
+        int(missed.sum()),
+        int((meas & ~pred).sum()),
+        np.divide(missed_loss, result.loss[..., -1], out=np.zeros_like(missed_loss), where=missed_loss > 0),
+    )

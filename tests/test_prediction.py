@@ -120,3 +120,53 @@ def test_no_escape_leaves_the_whole_loss_and_empty_norms_settle_at_once():
     never = pred._replace(escapes=np.full_like(pred.escapes, np.inf))
     np.testing.assert_allclose(predicted_loss(never, [1.0, 1e6], "smooth"), 0.5 * np.sum(pred.coefficients**2))
     assert settle_time(np.zeros((0,))).shape == (0,)
+
+
+def test_oracle_of_a_step_prediction_is_the_prediction_itself(tmp_path):
+    """Step curves rebuilt from a step prediction's own learning times are that prediction."""
+    from companion.prediction import oracle_sweep, predict_sweep
+
+    model = ModelConfig(d=32, P=8, m=1)
+    t = np.logspace(-1, 3, 40)
+    sweep = predict_sweep(model, [2, 4, 8], [0], t, refined=False, cache=tmp_path)
+    a = predict(model.replace(m=2), refined=False).coefficients  # the teacher's (float32) values
+    np.testing.assert_allclose(oracle_sweep(sweep, a).loss, sweep.loss, rtol=1e-12)
+    with pytest.raises(ValueError, match="coefficients must have shape"):
+        oracle_sweep(sweep, a[:4])
+
+
+def test_gap_attribution_counts_a_missed_direction_and_its_loss(tmp_path):
+    from companion.prediction import attribute_frontier_gap, oracle_sweep, predict_sweep
+
+    model = ModelConfig(d=32, P=16, m=1)
+    t = np.logspace(-1, 3, 60)
+    a = predict(model.replace(m=2), refined=False).coefficients
+    pred = predict_sweep(model, [2, 4, 8, 16], [0], t, refined=False, cache=tmp_path)
+    # A "measured" sweep: the prediction with one direction of the width-8 student never learned.
+    learned = pred.learned.copy()
+    q = int(np.flatnonzero(np.isfinite(learned[0, 2]))[0])
+    learned[0, 2, q] = np.inf
+    meas = oracle_sweep(pred._replace(learned=learned), a)
+    gap = attribute_frontier_gap(meas, pred, a, model.P, model.beta)
+    assert gap.missed == 1 and gap.unpredicted == 0 and gap.time_ratio == 1.0
+    assert gap.measured_learned == gap.predicted_learned - 1
+    assert gap.oracle == gap.measured  # the measured curves here *are* step curves
+    np.testing.assert_allclose(gap.missed_share[0, 2], 0.5 * a[q] ** 2 / meas.loss[0, 2, -1])
+    assert np.count_nonzero(gap.missed_share) == 1
+    same = attribute_frontier_gap(pred, pred, a, model.P, model.beta)
+    assert same.missed == 0 and same.predicted == same.measured
+    with pytest.raises(ValueError, match="same shapes"):
+        attribute_frontier_gap(meas, predict_sweep(model, [2, 4], [0], t, refined=False, cache=tmp_path), a, 16, 0.8)
+
+
+def test_idle_neurons_at_small_d_duplicate_a_direction_another_neuron_won():
+    """d = 32, P = 16, width 8, seed 0 (the GD twin of the SGD book sweep): the two neurons that win no
+    direction each end on a direction another neuron won (overlap² > 0.99), holding about a third of it."""
+    from companion.experiments import idle_neurons
+
+    model = ModelConfig(d=32, P=16, m=8, seed=0)
+    idle = idle_neurons(FlowRun(model, horizon=300.0, dt=0.1, records=60))
+    assert idle.idle.tolist() == [2, 4] and idle.duplicate.all()
+    assert np.all(idle.overlap_sq > 0.99) and np.all((idle.norm_share > 0.2) & (idle.norm_share < 0.5))
+    none = idle_neurons(FlowRun(model.replace(m=2), horizon=300.0, dt=0.1, records=60))
+    assert none.idle.size == 0 and none.duplicate.shape == (0,)
