@@ -283,6 +283,11 @@ SGD_WIDTH_SWEEPS: dict[str, SGDWidthSweep] = {
     # its horizon is about 6.7 times the widest student's leading-order predicted learning time of its
     # last direction (180), the same multiple as medium's (400 / 60).
     "large": SGDWidthSweep(ModelConfig(d=128, P=64, m=1), widths=(8, 16, 32, 64, 128), horizon=1200.0, batch=512),
+    # xlarge: the executed gradient-descent sweep's teacher, widths and horizon (d = 256, P = 128,
+    # book preset of companion.experiments), seed 0, trained by online SGD: its GD twin *is* that sweep.
+    "xlarge": SGDWidthSweep(
+        ModelConfig(d=256, P=128, m=1), widths=(8, 16, 32, 64, 128, 256), horizon=1500.0, batch=1024
+    ),
     "paper": SGDWidthSweep(
         ModelConfig(d=2048, P=1024, m=1),
         widths=(32, 64, 128, 256, 512, 1024, 2048),

@@ -8,6 +8,7 @@ the chapter shows it beside its executed small run. This module stamps such a su
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep --preset large --out book/results/width_sweep_large.json
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep_sgd --preset book --out book/results/width_sweep_sgd_book.json
     JAX_PLATFORMS=cpu python -m companion.provenance width_sweep_sgd --preset large --out book/results/width_sweep_sgd_large.json
+    JAX_PLATFORMS=cpu python -m companion.provenance width_sweep_sgd --preset xlarge --out book/results/width_sweep_sgd_xlarge.json
     JAX_PLATFORMS=cpu python -m companion.provenance prediction_scale --preset medium --out book/results/prediction_scale.json
     JAX_PLATFORMS=cpu python -m companion.provenance unstable_lr --preset medium --out book/results/unstable_lr_medium.json
 
