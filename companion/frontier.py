@@ -305,14 +305,14 @@ def sgd_width_sweep(preset: str = "book", **overrides) -> SGDWidthSweep:
     return SGD_WIDTH_SWEEPS[preset].replace(**overrides)
 
 
-def gd_twin(sweep: SGDWidthSweep, dt: float = 0.1, records: int = 200):
+def gd_twin(sweep: SGDWidthSweep, dt: float = 0.1, records: int | None = None):
     """The gradient-descent width sweep (:class:`companion.experiments.WidthSweep`) with the same
-    teacher, widths, seeds and horizon: the flow the SGD sweep should follow."""
+    teacher, widths, seeds and horizon: the flow the SGD sweep should follow. ``records`` defaults to
+    the width sweep's own, so the twin of ``xlarge`` is the executed ``book`` sweep's seed 0 run for run."""
     from companion.experiments import WidthSweep
 
-    return WidthSweep(
-        sweep.model, widths=sweep.widths, seeds=sweep.seeds, horizon=sweep.horizon, dt=dt, records=records
-    )
+    extra = {} if records is None else {"records": records}
+    return WidthSweep(sweep.model, widths=sweep.widths, seeds=sweep.seeds, horizon=sweep.horizon, dt=dt, **extra)
 
 
 def reproduce_width_sweep_sgd(preset: str, progress: bool = False, full: bool = False) -> dict:

@@ -454,7 +454,11 @@ class GapAttribution(NamedTuple):
     Attributes:
         measured, oracle, predicted: frontier slopes (mean over seeds) of the measured curves, of the
             step curves from the measured learning times (:func:`oracle_sweep`), and of the prediction.
+        measured_set: frontier slope of step curves with the *predicted* learning times on the
+            *measured* learned set (a direction learned but not predicted keeps its measured time):
+            the prediction with only its learned set corrected.
         time_ratio: median predicted/measured learning time over directions both learn by the horizon.
+        time_quartiles: its first and third quartiles.
         measured_learned, predicted_learned: directions learned by the horizon, summed over seeds and widths.
         missed: directions predicted to be learned by the horizon but not learned, summed likewise.
         unpredicted: learned but not predicted.
@@ -465,7 +469,9 @@ class GapAttribution(NamedTuple):
     measured: float
     oracle: float
     predicted: float
+    measured_set: float
     time_ratio: float
+    time_quartiles: tuple[float, float]
     measured_learned: int
     predicted_learned: int
     missed: int
@@ -483,13 +489,15 @@ def attribute_frontier_gap(
     that wins no direction of its own; greedy selection gives every neuron one while directions remain).
     The step curves built from the measured learning times (:func:`oracle_sweep`) have the measured
     set and the measured times: if their frontier equals the measured one, the curve *shape* between
-    steps is not the cause, and what is left between them and the prediction is times and set, told
-    apart by ``time_ratio`` and ``missed``.
+    steps is not the cause. The step curves with the predicted times on the measured set
+    (``measured_set``) then tell the two others apart: if their frontier is the measured one, the
+    learned set carries the whole gap; if it is the predicted one, the times do.
 
     Args:
         result: the measured sweep; ``prediction``: its prediction at the same ``times`` (step shape).
         coefficients: :math:`a` (P,); ``P``, ``beta``: the teacher, for the fits
-            (:func:`companion.frontier.fit_exponents`; all three are fitted on the measured sweep's window).
+            (:func:`companion.frontier.fit_exponents`, each on its own window: the step curves built on the
+            measured sweep have the measured escapes, the prediction its own).
     """
     from companion.frontier import fit_exponents
 
@@ -500,8 +508,8 @@ def attribute_frontier_gap(
     a = np.asarray(coefficients, dtype=np.float64)
     horizon = result.times[-1]
 
-    def slope(sweep):
-        fits = fit_exponents(sweep.times, sweep.loss, result.escapes, result.widths, P, beta)
+    def slope(sweep):  # the window is read from the sweep's own escapes, as for every fit in the book
+        fits = fit_exponents(sweep.times, sweep.loss, sweep.escapes, sweep.widths, P, beta)
         return float(np.nanmean(fits.frontier))
 
     meas = np.isfinite(result.learned) & (result.learned <= horizon)
@@ -509,11 +517,15 @@ def attribute_frontier_gap(
     both = meas & pred
     missed = pred & ~meas
     missed_loss = 0.5 * np.sum(np.where(missed, a**2, 0.0), axis=-1)
+    ratio = prediction.learned[both] / result.learned[both]
+    on_measured_set = np.where(meas, np.where(pred, prediction.learned, result.learned), np.inf)
     return GapAttribution(
         slope(result),
         slope(oracle_sweep(result, a)),
         slope(prediction),
-        float(np.median(prediction.learned[both] / result.learned[both])) if both.any() else float("nan"),
+        slope(oracle_sweep(result._replace(learned=on_measured_set), a)),
+        float(np.median(ratio)) if both.any() else float("nan"),
+        (float(np.quantile(ratio, 0.25)), float(np.quantile(ratio, 0.75))) if both.any() else (np.nan, np.nan),
         int(meas.sum()),
         int(pred.sum()),
         int(missed.sum()),

@@ -70,6 +70,11 @@ def test_sgd_sweep_at_test_preset(tmp_path, monkeypatch):
     assert summary["lr"] == sweep.lr and len(summary["final_loss"][0]) == W
     twin = gd_twin(sweep)
     assert twin.widths == sweep.widths and twin.horizon == sweep.horizon
+    # The xlarge preset's twin is the executed GD sweep's seed 0, run for run (same cache keys).
+    from companion.experiments import width_sweep
+
+    xl_runs, book_runs = list(gd_twin(sgd_width_sweep("xlarge")).runs()), list(width_sweep("book").runs())
+    assert xl_runs == book_runs[: len(xl_runs)] and len(xl_runs) == len(width_sweep("book").widths)
     # The provenance runner writes the full summary from the same cached runs, stamped.
     from companion.provenance import load_result, main
 

@@ -148,9 +148,10 @@ def test_gap_attribution_counts_a_missed_direction_and_its_loss(tmp_path):
     learned[0, 2, q] = np.inf
     meas = oracle_sweep(pred._replace(learned=learned), a)
     gap = attribute_frontier_gap(meas, pred, a, model.P, model.beta)
-    assert gap.missed == 1 and gap.unpredicted == 0 and gap.time_ratio == 1.0
+    assert gap.missed == 1 and gap.unpredicted == 0 and gap.time_ratio == 1.0 and gap.time_quartiles == (1.0, 1.0)
     assert gap.measured_learned == gap.predicted_learned - 1
     assert gap.oracle == gap.measured  # the measured curves here *are* step curves
+    assert gap.measured_set == gap.measured  # same times: correcting the set is the whole correction
     np.testing.assert_allclose(gap.missed_share[0, 2], 0.5 * a[q] ** 2 / meas.loss[0, 2, -1])
     assert np.count_nonzero(gap.missed_share) == 1
     same = attribute_frontier_gap(pred, pred, a, model.P, model.beta)
