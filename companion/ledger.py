@@ -351,7 +351,7 @@ ROWS: tuple[Row, ...] = (
         scale="d = 256, P = 128, gradient descent (the executed sweep's seed 0)",
     ),
     Row(
-        "Step curves from the measured learning times reproduce the measured frontier (a frontier miss is in the learned set, not the times or the shape)",
+        "Step curves from the measured learning times reproduce the measured frontier (the transition shape is not what makes a frontier miss)",
         "derived",
         "06_scaling_laws",
         "sec-scaling-miss",
