@@ -7,12 +7,15 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Chapters run on the CPU in tests so that a GPU host's warnings never become cell output;
 # an inherited MPLBACKEND=Agg would make every figure vanish from the book.
 RUN := env -u MPLBACKEND JAX_PLATFORMS=cpu PYTHONHASHSEED=0
-# The build and the tests share a results cache inside _build (made fresh by every build), so the
-# second execution of a chapter (nbval) reuses runs the build computed with the same code, and a
-# stale cache can never vouch for changed code. A user's own cache (./cache) is never touched.
+# Chapters run with a results cache inside _build (made fresh by every build), so a stale cache can
+# never vouch for changed code. A user's own cache (./cache) is never touched.
 TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
+# Each chapter executes once per build: tests/execute.py runs them (two at a time) into EXECUTED and
+# stores them in the build's jupyter-cache, which the build (execute_notebooks: cache) renders; the
+# tests compare EXECUTED with the reference notebooks (tests/outputs.py, nbval's rules).
+EXECUTED := $(CURDIR)/_build/executed
 
-.PHONY: setup book lint test unit coverage nbval notebooks benchmark clean pdf pdf-from-build
+.PHONY: setup book lint test unit coverage nbval notebooks portability benchmark clean pdf pdf-from-build
 
 setup: $(STAMP)
 
@@ -23,9 +26,11 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# A clean build: the execution cache cannot see edits to companion/, so never reuse _build.
+# A clean build: the execution cache cannot see edits to companion/, so never reuse _build; every
+# chapter is executed afresh by tests/execute.py, then rendered from its outputs.
 book: $(STAMP)
 	rm -rf _build
+	$(RUN) $(TESTCACHE) $(BIN)/python tests/execute.py --out $(EXECUTED) --cache _build/.jupyter_cache
 	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
 
@@ -45,14 +50,14 @@ pdf-from-build: $(STAMP)
 	$(BIN)/python tests/pdf.py --html _build/singlehtml --out _build/html/companion-book.pdf
 
 # Every test: lint, the strict book build (and its PDF where Chromium is installed), then unit
-# tests, reference-notebook sync checks and nbval, under coverage; fails if any module of
-# companion/ is below 85% line coverage.
+# tests, reference-notebook sync checks and the comparison of the build's executed chapters with
+# the reference notebooks (nbval's rules, no second execution), under coverage; fails if any module
+# of companion/ is below 85% line coverage.
 test: lint book
 	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory pdf-from-build; \
 	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
-	$(RUN) $(TESTCACHE) $(BIN)/python -m coverage run -m pytest -q --durations=20 --nbval --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
+	$(RUN) $(TESTCACHE) COMPANION_EXECUTED=$(EXECUTED) $(BIN)/python -m coverage run -m pytest -q --durations=20 tests
 	$(BIN)/python tests/check_coverage.py
 
 unit: $(STAMP)
@@ -63,6 +68,7 @@ coverage: $(STAMP)
 	$(RUN) $(BIN)/python -m coverage run -m pytest -q tests
 	$(BIN)/python tests/check_coverage.py
 
+# nbval itself over the reference notebooks (executes every chapter again; `make test` does not).
 nbval: $(STAMP)
 	$(RUN) $(TESTCACHE) $(BIN)/python -m pytest -q --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg book
@@ -71,6 +77,12 @@ nbval: $(STAMP)
 notebooks: $(STAMP)
 	rm -rf _build/regenerate-cache
 	$(RUN) COMPANION_CACHE=$(CURDIR)/_build/regenerate-cache $(BIN)/python tests/regenerate.py $(CHAPTERS)
+
+# Re-execute the chapters (all, or CHAPTERS="...") under perturbations that stand in for another
+# machine (one ulp in every start, XLA limited to AVX2, one thread) and fail if any printed value
+# moves; writes book/results/portability.json. About three book executions: not part of `make test`.
+portability: $(STAMP)
+	$(RUN) $(BIN)/python tests/portability.py $(CHAPTERS)
 
 benchmark: $(STAMP)
 	$(RUN) $(BIN)/python benchmarks/run.py

@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from companion import _perturb
+
 #: Environment variable that selects the cache folder.
 ENV_VAR = "COMPANION_CACHE"
 
@@ -207,8 +209,15 @@ def config_json(config: Any) -> str:
 
 
 def config_key(config: Any, namespace: str = "", version: str = "") -> str:
-    """A 20-hex-digit SHA-256 key of ``(namespace, version, configuration)``."""
-    text = json.dumps([namespace, version, json.loads(config_json(config))], sort_keys=True)
+    """A 20-hex-digit SHA-256 key of ``(namespace, version, configuration)``.
+
+    Under the portability check's perturbation (``COMPANION_PERTURB``) the key also names it, so a
+    perturbed run never reads or overwrites an unperturbed one.
+    """
+    parts: list[Any] = [namespace, version, json.loads(config_json(config))]
+    if _perturb.mode():
+        parts.append({"perturb": _perturb.mode()})
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

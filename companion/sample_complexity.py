@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from companion._perturb import perturb_start
 from companion._validate import require_int, require_real
 from companion.cache import Cache
 from companion.sgd import SGDDivergenceError, log_steps, simulate, stability_edge
@@ -114,7 +115,7 @@ def initial_students(sweep: EscapeSweep, d: int) -> np.ndarray:
     key = jax.random.fold_in(jax.random.key(sweep.key), d)
     g = np.array(jax.random.normal(jax.random.fold_in(key, 0), (sweep.seeds, sweep.width, d)), np.float64)
     g /= np.linalg.norm(g, axis=-1, keepdims=True)
-    return (math.sqrt(sweep.init_norm_sq) * g).astype(np.float32)
+    return perturb_start((math.sqrt(sweep.init_norm_sq) * g).astype(np.float32))
 
 
 def escape_samples(sweep: EscapeSweep, d: int, fraction: float) -> np.ndarray:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from companion._perturb import perturb_start
 from companion._validate import require_float_dtype, require_int, require_real
 from companion.hermite import Activation
 from companion.teacher import Teacher
@@ -55,7 +56,7 @@ def init_student(key: jax.Array, m: int, d: int, norm_sq: float | None = None, d
     norm_sq = 1.0 / m if norm_sq is None else require_real("norm_sq", norm_sq, low=0.0, low_open=True)
     check_norm_sq("norm_sq", norm_sq, m, dtype)
     g = jax.random.normal(key, (m, d), dtype=jnp.dtype(dtype))
-    return g / jnp.linalg.norm(g, axis=1, keepdims=True) * jnp.sqrt(jnp.asarray(norm_sq, g.dtype))
+    return perturb_start(g / jnp.linalg.norm(g, axis=1, keepdims=True) * jnp.sqrt(jnp.asarray(norm_sq, g.dtype)))
 
 
 def _safe_norm(V):
