@@ -14,6 +14,8 @@ TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 # stores them in the build's jupyter-cache, which the build (execute_notebooks: cache) renders; the
 # tests compare EXECUTED with the reference notebooks (tests/outputs.py, nbval's rules).
 EXECUTED := $(CURDIR)/_build/executed
+# Each stage's wall time goes to .timings.jsonl; `python3 tests/timing.py report` prints the breakdown.
+TIMED := python3 tests/timing.py run
 
 .PHONY: setup book lint test unit coverage nbval notebooks portability benchmark clean pdf pdf-from-build
 
@@ -30,15 +32,14 @@ $(STAMP): requirements.txt pyproject.toml
 # chapter is executed afresh by tests/execute.py, then rendered from its outputs.
 book: $(STAMP)
 	rm -rf _build
-	$(RUN) $(TESTCACHE) $(BIN)/python tests/execute.py --out $(EXECUTED) --cache _build/.jupyter_cache
-	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going .
+	$(TIMED) "execute chapters" -- $(RUN) $(TESTCACHE) $(BIN)/python tests/execute.py --out $(EXECUTED) \
+	  --cache _build/.jupyter_cache
+	$(TIMED) "render book" -- $(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "The book is in _build/html/index.html"
 
 # Lint, format check and type check (configured in pyproject.toml); `make test` runs them first.
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(TIMED) lint -- sh -c '$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy'
 
 # The whole book as one PDF (_build/html/companion-book.pdf, linked from the introduction):
 # Sphinx's single-page HTML, built from the HTML build's doctrees (no chapter executes twice),
@@ -46,8 +47,8 @@ lint: $(STAMP)
 pdf: book pdf-from-build
 
 pdf-from-build: $(STAMP)
-	$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going --builder singlehtml .
-	$(BIN)/python tests/pdf.py --html _build/singlehtml --out _build/html/companion-book.pdf
+	$(TIMED) pdf -- sh -c '$(RUN) $(TESTCACHE) $(BIN)/jupyter-book build -W -n --keep-going --builder singlehtml . \
+	  && $(BIN)/python tests/pdf.py --html _build/singlehtml --out _build/html/companion-book.pdf'
 
 # Every test: lint, the strict book build (and its PDF where Chromium is installed), then unit
 # tests, reference-notebook sync checks and the comparison of the build's executed chapters with
@@ -57,7 +58,8 @@ test: lint book
 	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory pdf-from-build; \
 	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
-	$(RUN) $(TESTCACHE) COMPANION_EXECUTED=$(EXECUTED) $(BIN)/python -m coverage run -m pytest -q --durations=20 tests
+	$(TIMED) pytest -- $(RUN) $(TESTCACHE) COMPANION_EXECUTED=$(EXECUTED) $(BIN)/python -m coverage run -m pytest -q \
+	  --durations=20 --junitxml=_build/pytest.xml tests
 	$(BIN)/python tests/check_coverage.py
 
 unit: $(STAMP)

@@ -863,7 +863,8 @@ class OptimizerStats(NamedTuple):
         reach, reach_min, reach_max: samples to the window's lower level (median, range; inf if never).
         exponent, exponent_spread: loss exponent against samples (mean over seeds that reach the
             window, half their range).
-        floor: median over seeds of the loss beyond unescaped directions over the last ``late`` records.
+        floor: the loss beyond unescaped directions at the end (:func:`end_loss`: median over
+            seeds of the median over the last ``late`` records).
     """
 
     lr: float
@@ -873,6 +874,21 @@ class OptimizerStats(NamedTuple):
     exponent: float
     exponent_spread: float
     floor: float
+
+
+def end_loss(results: Sequence[OptimResult], a, late: int = 30) -> float:
+    r"""The loss beyond unescaped directions at the end of training: the median over the runs in
+    ``results`` (seeds) of each run's median over its last ``late`` records (:func:`unlearned_loss`
+    subtracted), in float64.
+
+    SGD's value is stable to two digits across machines. At a fixed learning rate Adam ends on a
+    fluctuating floor whose value moves by tens of percent when the start moves by one ulp, the
+    thread count or the instruction set changes (``make portability``), so chapters print its
+    order of magnitude (:func:`companion.report.magnitude`).
+    """
+    return float(
+        np.median([np.median(np.asarray(r.loss - unlearned_loss(r.overlaps, a), np.float64)[-late:]) for r in results])
+    )
 
 
 def optimizer_summary(
@@ -894,7 +910,7 @@ def optimizer_summary(
             slopes.append(loss_exponent(r.samples, r.loss, a, beta, first, last).slope if np.isfinite(n) else np.nan)
         reach, slope = np.array(n_reach), np.array(slopes)
         slope = slope[np.isfinite(slope)]  # seeds that reach the window
-        floor = np.median([np.median((r.loss - unlearned_loss(r.overlaps, a))[-late:]) for r in results])
+        floor = end_loss(results, a, late)
         out[label] = OptimizerStats(
             runs.configs[label][0].lr,
             float(np.median(reach)),

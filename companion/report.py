@@ -37,3 +37,18 @@ def bound(value: float) -> str:
     if value == 0.0:
         return "0"
     return f"1e{math.ceil(math.log10(value)):d}"
+
+
+def magnitude(value: float) -> str:
+    """The power of ten nearest to ``value`` on a log scale, as text (``1.4e-3 -> "1e-3"``, ``4e-3 -> "1e-2"``).
+
+    For quantities that move by tens of percent between runs that differ only in rounding (the end
+    of a chaotic trajectory, such as Adam's loss floor): their order of magnitude is what another
+    machine reproduces. ``make portability`` measures which printed values need it.
+    """
+    import math
+
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"magnitude needs a finite positive value, got {value}")
+    return f"1e{round(math.log10(value)):d}"

@@ -275,6 +275,16 @@ def test_optimizer_summary(opt_runs, preset):
     assert np.isfinite(sgd.reach) and sgd.reach < preset.optim_samples and sgd.exponent < 0
 
 
+def test_end_loss_is_the_median_over_seeds_of_each_runs_late_median(opt_runs, preset):
+    a = ab.power_law_coefficients(preset.optim_model.P, preset.optim_model.beta)
+    runs = opt_runs.runs[preset.optim_runs[0][0]]
+    per_run = [np.median((r.loss - ab.unlearned_loss(r.overlaps, a))[-7:]) for r in runs]
+    assert ab.end_loss(runs, a, late=7) == pytest.approx(float(np.median(per_run)), rel=1e-12)
+    assert ab.optimizer_summary(opt_runs, preset, first=1, last=2)[preset.optim_runs[0][0]].floor == ab.end_loss(
+        runs, a
+    )
+
+
 def test_label_noise_summary(noise_runs, preset):
     floors = ab.label_noise_summary(noise_runs, preset, first=1, last=2)
     assert list(floors) == list(preset.noise_levels)
