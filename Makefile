@@ -14,6 +14,9 @@ TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 # stores them in the build's jupyter-cache, which the build (execute_notebooks: cache) renders; the
 # tests compare EXECUTED with the reference notebooks (tests/outputs.py, nbval's rules).
 EXECUTED := $(CURDIR)/_build/executed
+# pytest runs in two worker processes, each test file on one worker (its module fixtures computed once);
+# each worker measures its own coverage (pyproject.toml), combined before the per-module check.
+XDIST := -n 2 --dist loadfile
 # Each stage's wall time goes to .timings.jsonl; `python3 tests/timing.py report` prints the breakdown.
 TIMED := python3 tests/timing.py run
 
@@ -58,16 +61,20 @@ test: lint book
 	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory pdf-from-build; \
 	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
+	$(BIN)/python -m coverage erase
 	$(TIMED) pytest -- $(RUN) $(TESTCACHE) COMPANION_EXECUTED=$(EXECUTED) $(BIN)/python -m coverage run -m pytest -q \
-	  --durations=20 --junitxml=_build/pytest.xml tests
+	  $(XDIST) --durations=20 --junitxml=_build/pytest.xml tests
+	$(BIN)/python -m coverage combine -q
 	$(BIN)/python tests/check_coverage.py
 
 unit: $(STAMP)
-	$(RUN) $(BIN)/python -m pytest -q tests
+	$(RUN) $(BIN)/python -m pytest -q $(XDIST) tests
 
 # Unit tests alone under coverage, with the per-module check (no book build).
 coverage: $(STAMP)
-	$(RUN) $(BIN)/python -m coverage run -m pytest -q tests
+	$(BIN)/python -m coverage erase
+	$(RUN) $(BIN)/python -m coverage run -m pytest -q $(XDIST) tests
+	$(BIN)/python -m coverage combine -q
 	$(BIN)/python tests/check_coverage.py
 
 # nbval itself over the reference notebooks (executes every chapter again; `make test` does not).
