@@ -15,7 +15,7 @@ TESTCACHE := COMPANION_CACHE=$(CURDIR)/_build/cache
 # tests compare EXECUTED with the reference notebooks (tests/outputs.py, nbval's rules).
 EXECUTED := $(CURDIR)/_build/executed
 # pytest runs in two worker processes, each test file on one worker (its module fixtures computed once);
-# each worker measures its own coverage (pyproject.toml), combined before the per-module check.
+# pytest-cov gathers both workers' coverage into the data file pyproject.toml names.
 XDIST := -n 2 --dist loadfile
 # Each stage's wall time goes to .timings.jsonl; `python3 tests/timing.py report` prints the breakdown.
 TIMED := python3 tests/timing.py run
@@ -61,10 +61,8 @@ test: lint book
 	@if { command -v chromium || command -v google-chrome; } >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory pdf-from-build; \
 	else echo "chromium or poppler-utils missing: no PDF (its test skips)"; fi
-	$(BIN)/python -m coverage erase
-	$(TIMED) pytest -- $(RUN) $(TESTCACHE) COMPANION_EXECUTED=$(EXECUTED) $(BIN)/python -m coverage run -m pytest -q \
-	  $(XDIST) --durations=20 --junitxml=_build/pytest.xml tests
-	$(BIN)/python -m coverage combine -q
+	$(TIMED) pytest -- $(RUN) $(TESTCACHE) COMPANION_EXECUTED=$(EXECUTED) $(BIN)/python -m pytest -q \
+	  $(XDIST) --cov --cov-report= --durations=20 --junitxml=_build/pytest.xml tests
 	$(BIN)/python tests/check_coverage.py
 
 unit: $(STAMP)
@@ -72,9 +70,7 @@ unit: $(STAMP)
 
 # Unit tests alone under coverage, with the per-module check (no book build).
 coverage: $(STAMP)
-	$(BIN)/python -m coverage erase
-	$(RUN) $(BIN)/python -m coverage run -m pytest -q $(XDIST) tests
-	$(BIN)/python -m coverage combine -q
+	$(RUN) $(BIN)/python -m pytest -q $(XDIST) --cov --cov-report= tests
 	$(BIN)/python tests/check_coverage.py
 
 # nbval itself over the reference notebooks (executes every chapter again; `make test` does not).
@@ -88,7 +84,7 @@ notebooks: $(STAMP)
 	$(RUN) COMPANION_CACHE=$(CURDIR)/_build/regenerate-cache $(BIN)/python tests/regenerate.py $(CHAPTERS)
 
 # Re-execute the chapters (all, or CHAPTERS="...") under perturbations that stand in for another
-# machine (one ulp in every start, XLA limited to AVX2, one thread) and fail if any printed value
+# machine (one ulp in every start, XLA limited to AVX2, every core per kernel) and fail if any printed value
 # moves; writes book/results/portability.json. About three book executions: not part of `make test`.
 portability: $(STAMP)
 	$(RUN) $(BIN)/python tests/portability.py $(CHAPTERS)

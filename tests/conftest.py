@@ -1,5 +1,15 @@
+import os
 import sys
 from pathlib import Path
+
+# Under pytest-xdist (`make test`: two workers), each worker gets a core of its own before JAX starts,
+# so XLA runs one thread per worker instead of two workers' thread pools oversubscribing both cores.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _cores = sorted(os.sched_getaffinity(0))
+    _count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if len(_cores) >= _count > 1:
+        os.sched_setaffinity(0, {_cores[int(_worker[2:]) % len(_cores)]})
 
 # tests/regenerate.py is imported by the notebook-sync test.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -35,6 +36,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = "timings.json"
+#: Each chapter's seconds when the references were last regenerated (``make notebooks`` writes it):
+#: the order of a run whose ``--out`` holds no timings yet, such as a fresh clone's.
+COMMITTED_SECONDS = ROOT / "tests" / "chapter_seconds.json"
 
 
 def chapters() -> list[Path]:
@@ -97,6 +101,20 @@ def execute(source: Path, timeout: int = 1200) -> tuple[nbformat.NotebookNode, f
     return notebook, seconds, _cell_seconds(notebook)
 
 
+def _pin_worker(counter) -> None:
+    """Pool initializer: give each worker (and so its kernels) one core of its own.
+
+    Two kernels whose XLA thread pools each span both cores oversubscribe them; pinned, each
+    kernel's XLA sees one core and runs one thread. The printed results do not depend on it
+    (``make portability``'s ``threads`` perturbation runs them unpinned and compares).
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.sched_setaffinity(0, {cores[index % len(cores)]})
+
+
 def _run_one(source: str, out: str) -> tuple[str, float, list[float], str | None]:
     """Worker: execute, write ``out/NAME.ipynb``; returns (name, seconds, cell seconds, error or None)."""
     path = Path(source)
@@ -147,20 +165,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the executed notebooks")
     parser.add_argument("--cache", type=Path, help="jupyter-cache folder of the build to store them in")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="chapters at a time")
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not give each parallel chapter a core of its own"
+    )
     args = parser.parse_args(argv)
     sources = [s.resolve() for s in args.sources] or [s for s in chapters() if executable(s)]
     args.out.mkdir(parents=True, exist_ok=True)
     timings_path = args.out / TIMINGS
     last = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     previous = last.get("chapters", {})
-    # Longest first (by the last run's times, else the reading order): the slowest chapter sets
+    hints = json.loads(COMMITTED_SECONDS.read_text()) if COMMITTED_SECONDS.exists() else {}
+    # Longest first (by the last run's times, else the committed ones): the slowest chapter sets
     # the wall time, so it must not start last.
-    order = sorted(sources, key=lambda s: -previous.get(s.stem, 0.0))
+    order = sorted(sources, key=lambda s: -previous.get(s.stem, hints.get(s.stem, 0.0)))
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     cell_seconds: dict[str, list[float]] = {}
     failed: dict[str, str] = {}
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    jobs = max(1, args.jobs)
+    pin = jobs > 1 and args.pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= jobs
+    pool_options = {"initializer": _pin_worker, "initargs": (multiprocessing.Value("i", 0),)} if pin else {}
+    with ProcessPoolExecutor(max_workers=jobs, **pool_options) as pool:
         futures = [pool.submit(_run_one, str(s), str(args.out)) for s in order]
         for future in as_completed(futures):
             name, took, cells, error = future.result()
@@ -181,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells": {**last.get("cells", {}), **cell_seconds},
         "wall_seconds": round(wall, 1),
         "jobs": args.jobs,
+        "pinned": pin,
     }
     timings_path.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
     print(f"{len(seconds)} chapters executed in {wall:.1f} s of wall time ({args.jobs} at a time)")

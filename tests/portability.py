@@ -8,8 +8,10 @@ results cache, so nothing computed unperturbed is reused):
   package draws its starts; see ``companion/_perturb.py``);
 - ``avx2``: XLA limited to AVX2 code (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``: other vector widths,
   other reduction orders and fused multiply-adds);
-- ``one-thread``: the kernels pinned to one core (``taskset -c 0``: XLA's thread pool then has one
-  thread, so work is split and reduced differently).
+- ``threads``: every core for every kernel (``tests/execute.py --no-pin``). ``make test`` and
+  ``make notebooks`` give each of the two chapters running at a time a core of its own, so XLA
+  runs one thread per kernel; a reader's Jupyter kernel sees every core, and XLA splits and
+  reduces its work differently.
 
 Each perturbed execution is compared with the committed reference notebooks under the nbval
 sanitizer (``tests/outputs.py``): a printed value that moves is a pin that another machine can
@@ -17,7 +19,7 @@ break. The report also counts the cells whose raw (unsanitized) text moved, whic
 margin the printed digits keep. The last result is written with provenance to
 ``book/results/portability.json``.
 
-Usage: python tests/portability.py [--only ulp,avx2,one-thread] [book/NAME.md ...]
+Usage: python tests/portability.py [--only ulp,avx2,threads] [book/NAME.md ...]
 (exit 1 when any printed value moved)
 """
 
@@ -37,10 +39,11 @@ from pathlib import Path
 from execute import ROOT, chapters, executable
 from outputs import compare_notebooks
 
-PERTURBATIONS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "ulp": ({"COMPANION_PERTURB": "ulp"}, []),
-    "avx2": ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}, []),
-    "one-thread": ({}, ["taskset", "-c", "0"]),
+#: name -> (environment, command prefix, extra arguments of tests/execute.py)
+PERTURBATIONS: dict[str, tuple[dict[str, str], list[str], list[str]]] = {
+    "ulp": ({"COMPANION_PERTURB": "ulp"}, [], []),
+    "avx2": ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}, [], []),
+    "threads": ({}, [], ["--no-pin"]),
 }
 OUT = ROOT / "_build" / "portability"
 RESULT = ROOT / "book" / "results" / "portability.json"
@@ -65,16 +68,23 @@ def _cpu() -> str:
 
 def run_perturbed(name: str, sources: list[Path]) -> dict:
     """Execute ``sources`` under one perturbation; returns its record for the report."""
-    env_extra, prefix = PERTURBATIONS[name]
+    env_extra, prefix, extra = PERTURBATIONS[name]
     folder = OUT / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     env = {**os.environ, **env_extra, "COMPANION_CACHE": str(folder / "cache")}
-    command = [*prefix, sys.executable, str(ROOT / "tests" / "execute.py"), "--out", str(folder), *map(str, sources)]
+    executor = [sys.executable, str(ROOT / "tests" / "execute.py"), "--out", str(folder), *extra]
+    command = [*prefix, *executor, *map(str, sources)]
     start = time.perf_counter()
     executed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    record: dict = {"environment": env_extra, "prefix": prefix, "wall_seconds": round(wall, 1), "chapters": {}}
+    record: dict = {
+        "environment": env_extra,
+        "prefix": prefix,
+        "executor_arguments": extra,
+        "wall_seconds": round(wall, 1),
+        "chapters": {},
+    }
     if executed.returncode != 0:
         record["execution_error"] = executed.stdout[-4000:] + executed.stderr[-4000:]
     for source in sources:

@@ -11,12 +11,13 @@ Usage: python tests/regenerate.py [book/01_teacher.md ...]   (default: every cha
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import nbformat
-from execute import ROOT, chapters, executable
+from execute import COMMITTED_SECONDS, ROOT, TIMINGS, chapters, executable
 from execute import main as execute_main
 
 __all__ = ["chapters", "executable", "reference_path", "main"]
@@ -42,6 +43,10 @@ def save_cover_picture(notebook_path: Path, target: Path) -> None:
 def main(argv: list[str]) -> int:
     sources = [Path(a).resolve() for a in argv] or [s for s in chapters() if executable(s)]
     status = execute_main(["--out", str(OUT), *map(str, sources)])
+    measured = json.loads((OUT / TIMINGS).read_text())["chapters"] if (OUT / TIMINGS).exists() else {}
+    committed = json.loads(COMMITTED_SECONDS.read_text()) if COMMITTED_SECONDS.exists() else {}
+    ran = {s.stem: round(measured[s.stem]) for s in sources if s.stem in measured}
+    COMMITTED_SECONDS.write_text(json.dumps({**committed, **ran}, indent=1, sort_keys=True) + "\n")
     for source in sources:
         executed = OUT / f"{source.stem}.ipynb"
         if not executed.exists():
