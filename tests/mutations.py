@@ -81,8 +81,12 @@ def try_mutation(name: str, scratch: Path) -> dict:
         out = scratch / "_build" / "executed"
         code, log, seconds = _run([sys.executable, "tests/execute.py", "--out", str(out)], env, scratch)
         compare_code, compare_log, _ = _run([sys.executable, "tests/outputs.py", str(out)], env, scratch)
+        # the unit tests until the first failure (the wheel and browser checks cannot see a numerical change)
         unit_code, unit_log, unit_seconds = _run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests"], env, scratch
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests"]
+            + ["--ignore=tests/test_colab_install.py", "--ignore=tests/test_browser.py"],
+            env,
+            scratch,
         )
     finally:
         path.write_text(text)
