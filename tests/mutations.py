@@ -29,7 +29,7 @@ RESULT = ROOT / "book" / "results" / "mutations.json"
 #: name -> (what it breaks, file, the line as committed, the mutated line)
 MUTATIONS: dict[str, tuple[str, str, str, str]] = {
     "loss-constant": (
-        "closed-form loss: the constant of 1 - <u, v> = |v - u|^2 / 2 (residual form) becomes 0.49",
+        "closed-form loss: the constant of 1 - <u, v> = ‖v - u‖² / 2 (residual form) becomes 0.49",
         "companion/loss.py",
         "half_sq = 0.5 * jnp.sum(delta * delta, axis=1)",
         "half_sq = 0.49 * jnp.sum(delta * delta, axis=1)",
