@@ -26,13 +26,3 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("book", derandomize=True)
 settings.load_profile("book")
-
-
-# The two longest tests (the browser check, about 2 minutes, and the wheel check, about 1) start first,
-# one on each pytest-xdist worker, so neither is left running alone at the end (`make test` is about
-# a minute shorter); pytest-xdist hands out test files in collection order.
-_LONGEST_FIRST = ("test_browser.py", "test_colab_install.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: _LONGEST_FIRST.index(item.path.name) if item.path.name in _LONGEST_FIRST else 2)
